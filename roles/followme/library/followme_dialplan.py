@@ -1,0 +1,368 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: install a host's follow-me dialplan, reload Asterisk only on change, prove it, roll back."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: followme_dialplan
+short_description: Install the Follow Me dialplan of an Asterisk PBX and reload it safely
+version_added: "1.0.0"
+description:
+  - Renders every follow-me declaration of the host into one managed file, C(extensions_followme.conf),
+    in O(config_dir), and makes sure C(extensions.conf) includes it with one managed C(#include) line.
+    Every other byte of the site's configuration is left as it was.
+  - Files are written atomically, with explicit owner, group and mode, and carry a managed-file header.
+  - Asterisk is reloaded only when a managed file changed (or the running dialplan is not the one on disk),
+    with C(dialplan reload), never a restart.
+  - Success is proven from Asterisk's own state afterwards (C(asterisk -rx) exits 0 even when a command
+    failed): the running dialplan must carry the new revision and every managed context must hold exactly
+    the extensions and priorities that were written. Otherwise the previous files are restored and
+    reloaded, and the task fails with what Asterisk showed.
+  - When Asterisk is not running the task fails before writing anything.
+  - Takes all of a host's declarations in one call; the dialplan per extension is two priorities, the
+    logic lives in shared subroutines.
+author:
+  - followme developers
+options:
+  declarations:
+    description:
+      - Complete, validated declarations keyed by extension, as the role's C(followme_validate) action returns
+        them (C(followme_defaults) and schema defaults already merged in).
+      - Declarations with C(enabled=false) are left out of the dialplan, so the site's normal handling applies.
+    type: dict
+    required: true
+  context:
+    description: Context calls enter follow-me at (C(<extension>@<context>)); the shared subroutines are named after it.
+    type: str
+    default: followme
+  device:
+    description: How an internal extension's device is dialed; C({extension}) is replaced by the extension.
+    type: str
+    default: "PJSIP/{extension}"
+  outbound_context:
+    description: Context external entries are dialed in, as C(Local/<digits>@<outbound_context>).
+    type: str
+    default: from-internal
+  extension_context:
+    description: Context where C(no_answer.extension) sends a call (the extension's normal handling).
+    type: str
+    default: from-internal
+  voicemail_context:
+    description: Voicemail context of C(no_answer.voicemail) mailboxes.
+    type: str
+    default: default
+  confirm_prompt:
+    description: Sound file an external leg hears when O(declarations) ask to confirm calls (press 1 to accept).
+    type: str
+    default: followme/options
+  too_late_prompt:
+    description: Sound file an external leg hears when it accepts after the call was taken.
+    type: str
+    default: followme/sorry
+  confirm_timeout:
+    description: Seconds an external leg has to press a key before the leg is declined.
+    type: int
+    default: 5
+  config_dir:
+    description: Asterisk configuration directory (C(astetcdir)).
+    type: path
+    default: /etc/asterisk
+  owner:
+    description: Owner of the managed file.
+    type: str
+    default: root
+  group:
+    description: Group of the managed file (Asterisk must be able to read it).
+    type: str
+    default: asterisk
+  mode:
+    description: Mode of the managed file.
+    type: raw
+    default: "0640"
+  asterisk:
+    description: The asterisk binary used for C(asterisk -rx).
+    type: path
+    default: asterisk
+attributes:
+  check_mode:
+    support: full
+    description: Computes the change and the diff; writes nothing and reloads nothing.
+  diff_mode:
+    support: full
+    description: Shows the change of each managed file.
+  platform:
+    platforms: posix
+notes:
+  - Reloads are C(dialplan reload); calls in progress keep their dialplan and complete.
+  - The site dialplan sends calls to follow-me, for example
+    C(exten => _2XXX,1,GotoIf(${DIALPLAN_EXISTS(followme,${EXTEN},1)}?followme,${EXTEN},1)).
+"""
+
+EXAMPLES = r"""
+- name: Install the follow-me dialplan of this PBX
+  followme_dialplan:
+    declarations:
+      "2001":
+        list: ["2001", "2002", "909121234567#"]
+        initial_ring_time: 7
+        strategy: ringallv2-prim
+        ring_time: 20
+        no_answer: {voicemail: "2001"}
+        enabled: true
+        confirm_calls: false
+        cid_name_prefix: "FM "
+        alert_info: null
+        music_on_hold: null
+        announcement: null
+    device: "PJSIP/{extension}"
+    outbound_context: from-internal
+
+- name: What would change, without touching the PBX
+  followme_dialplan:
+    declarations: "{{ __followme_declarations }}"
+  check_mode: true
+  diff: true
+"""
+
+RETURN = r"""
+revision:
+  description: Revision of the rendered dialplan (a hash of its content), as the running Asterisk shows it.
+  returned: always
+  type: str
+  sample: 3f2a9c0d41be7e21
+previous_revision:
+  description: Revision Asterisk was running before, or null when it ran no follow-me dialplan.
+  returned: always
+  type: str
+  sample: 0b1d2c3e4f5a6b7c
+files:
+  description: Managed files that were (or in check mode would be) written.
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/asterisk/extensions_followme.conf]
+reloaded:
+  description: Whether Asterisk's dialplan was reloaded.
+  returned: always
+  type: bool
+extensions:
+  description: Extensions that have a follow-me in the dialplan (the enabled declarations).
+  returned: always
+  type: list
+  elements: str
+  sample: ["2001", "2002"]
+plans:
+  description: The call plan of each extension in words.
+  returned: always
+  type: dict
+  sample: {"2001": "2001: ring 2001 for 27 s, joined after 7 s by 2002, 909121234567# for 20 s; then voicemail 2001"}
+"""
+
+import os
+import re
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_bytes, to_text
+from ansible.module_utils.followme.dialplan import FILE_NAME, Settings, counts, render, revision_of
+from ansible.module_utils.followme.plan import build_plans
+
+INCLUDE_LINE = f'#include "{FILE_NAME}"'
+_INCLUDED = re.compile(r'^\s*#include\s+"?' + re.escape(FILE_NAME) + r'"?\s*$', re.M)
+_LIVE_REVISION = re.compile(r"NoOp\(([0-9a-f]{16})\)")
+_SUMMARY = re.compile(r"-= (\d+) extensions? \((\d+) priorit(?:y|ies)\) in \d+ contexts?\. =-")
+
+
+class Asterisk:
+    """The running Asterisk, through asterisk -rx."""
+
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+        self.binary = module.params["asterisk"]
+
+    def rx(self, command: str) -> str:
+        rc, out, err = self.module.run_command([self.binary, "-rx", command])
+        text = to_text(out) + to_text(err)
+        if rc != 0 or "Unable to connect to remote asterisk" in text:
+            raise AsteriskDown(text.strip() or f"asterisk -rx exited {rc}")
+        return text
+
+    def wait_fully_booted(self) -> None:
+        self.rx("core waitfullybooted")
+
+    def revision(self, context: str):
+        """The revision of the follow-me dialplan Asterisk runs, or None."""
+        match = _LIVE_REVISION.search(self.rx(f"dialplan show s@{context}-revision"))
+        return match.group(1) if match else None
+
+    def context_counts(self, context: str):
+        text = self.rx(f"dialplan show {context}")
+        match = _SUMMARY.search(text)
+        return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+class AsteriskDown(Exception):
+    pass
+
+
+def read(path: str):
+    try:
+        with open(path, "rb") as handle:
+            return to_text(handle.read(), errors="surrogate_or_strict")
+    except FileNotFoundError:
+        return None
+
+
+def write_atomically(module: AnsibleModule, path: str, text: str, attributes: dict | None) -> None:
+    """Write text to path through a temporary file in the same directory and a rename."""
+    directory = os.path.dirname(path)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".followme-", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(to_bytes(text))
+            stream.flush()
+            os.fsync(stream.fileno())
+        if os.path.exists(path):
+            st = os.stat(path)
+            os.chown(temporary, st.st_uid, st.st_gid)
+            os.chmod(temporary, st.st_mode & 0o7777)
+        module.atomic_move(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    if attributes:
+        module.set_fs_attributes_if_different(dict(attributes, path=path), False)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            declarations=dict(type="dict", required=True),
+            context=dict(type="str", default="followme"),
+            device=dict(type="str", default="PJSIP/{extension}"),
+            outbound_context=dict(type="str", default="from-internal"),
+            extension_context=dict(type="str", default="from-internal"),
+            voicemail_context=dict(type="str", default="default"),
+            confirm_prompt=dict(type="str", default="followme/options"),
+            too_late_prompt=dict(type="str", default="followme/sorry"),
+            confirm_timeout=dict(type="int", default=5),
+            config_dir=dict(type="path", default="/etc/asterisk"),
+            owner=dict(type="str", default="root"),
+            group=dict(type="str", default="asterisk"),
+            mode=dict(type="raw", default="0640"),
+            asterisk=dict(type="path", default="asterisk"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    settings = Settings(
+        context=p["context"], device=p["device"], outbound_context=p["outbound_context"],
+        extension_context=p["extension_context"], voicemail_context=p["voicemail_context"],
+        confirm_prompt=p["confirm_prompt"], too_late_prompt=p["too_late_prompt"],
+        confirm_timeout=p["confirm_timeout"],
+    )
+    try:
+        plans = build_plans(p["declarations"])
+        managed_text = render(plans, settings)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        module.fail_json(msg=f"followme_dialplan: declarations are not complete and valid ({type(exc).__name__}: {exc}); "
+                             "pass the declarations returned by followme_validate")
+    revision = revision_of(managed_text)
+    managed_path = os.path.join(p["config_dir"], FILE_NAME)
+    main_path = os.path.join(p["config_dir"], "extensions.conf")
+
+    before = {managed_path: read(managed_path), main_path: read(main_path)}
+    if before[main_path] is None:
+        module.fail_json(msg=f"{main_path} does not exist: the site's dialplan must be there for follow-me "
+                             "to hook into; nothing was written")
+    main_text = before[main_path]
+    if not _INCLUDED.search(main_text):
+        main_text += ("" if main_text.endswith("\n") or not main_text else "\n") + INCLUDE_LINE + "\n"
+    after = {managed_path: managed_text, main_path: main_text}
+    changed_paths = [path for path in (managed_path, main_path) if before[path] != after[path]]
+
+    result = dict(changed=False, revision=revision, previous_revision=None, files=changed_paths, reloaded=False,
+                  extensions=list(plans), plans={e: plan.describe() for e, plan in plans.items()})
+    if module._diff:
+        result["diff"] = [dict(before=before[path] or "", after=after[path], before_header=path, after_header=path)
+                          for path in changed_paths]
+
+    asterisk = Asterisk(module)
+    try:
+        live = asterisk.revision(settings.context)
+    except AsteriskDown as exc:
+        if module.check_mode:
+            result.update(changed=bool(changed_paths), warnings=[f"Asterisk is not running: {exc}"])
+            module.exit_json(**result)
+        module.fail_json(msg=f"Asterisk is not running (asterisk -rx: {exc}); nothing was written", **result)
+    result["previous_revision"] = live
+    if not changed_paths and live == revision:
+        module.exit_json(**result)
+    result["changed"] = True
+    if module.check_mode:
+        module.exit_json(**result)
+
+    attributes = dict(owner=p["owner"], group=p["group"], mode=p["mode"])
+    try:
+        for path in changed_paths:
+            write_atomically(module, path, after[path], attributes if path == managed_path else None)
+        if managed_path not in changed_paths:
+            module.set_fs_attributes_if_different(dict(attributes, path=managed_path), False)
+        problem = reload_and_prove(asterisk, settings.context, managed_text, revision)
+    except Exception as exc:  # a failed write or a dead Asterisk: never leave a half-applied state
+        problem = f"{type(exc).__name__}: {exc}"
+    result["reloaded"] = True
+    if problem is None:
+        module.exit_json(**result)
+
+    # Roll back: the previous files, reloaded, so the PBX keeps the dialplan it ran before.
+    rollback = []
+    for path in changed_paths:
+        try:
+            if before[path] is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+            else:
+                write_atomically(module, path, before[path], None)
+        except Exception as exc:
+            rollback.append(f"could not restore {path}: {exc}")
+    if not rollback:
+        old_text = before[managed_path] or ""
+        try:
+            if revision_of(old_text):
+                again = reload_and_prove(asterisk, settings.context, old_text, revision_of(old_text))
+                if again:
+                    rollback.append(f"the restored dialplan did not load either: {again}")
+            else:
+                asterisk.rx("dialplan reload")  # there was no follow-me dialplan: nothing to prove
+        except AsteriskDown as exc:
+            rollback.append(f"Asterisk did not answer the rollback reload: {exc}")
+    module.fail_json(
+        msg=f"the new follow-me dialplan did not load ({problem}); "
+            + ("the previous files were restored and reloaded"
+               if not rollback else "ROLLBACK INCOMPLETE: " + "; ".join(rollback))
+            + ". See Asterisk's log (dialplan reload messages) for the line it refused.",
+        **result,
+    )
+
+
+def reload_and_prove(asterisk: Asterisk, context: str, text: str, revision: str):
+    """Reload the dialplan and compare what Asterisk runs with text. None when it matches, else why not."""
+    asterisk.wait_fully_booted()
+    asterisk.rx("dialplan reload")
+    live = asterisk.revision(context)
+    if live != revision:
+        return f"Asterisk runs revision {live or 'none'} instead of {revision}"
+    for name, expected in counts(text).items():
+        seen = asterisk.context_counts(name)
+        if seen != expected:
+            return (f"context {name} holds {seen[0]} extensions and {seen[1]} priorities "
+                    f"instead of {expected[0]} and {expected[1]}")
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""Validate the follow-me declarations of PBX hosts and complete them.
+
+Runs on the controller only (it needs jsonschema). The JSON Schema in
+schemas/followme.schema.json is the one source of truth for the format: field
+rules and defaults come from it; this module adds what a schema cannot say (the
+cross-checks of ../shared/SPEC.md) and turns every problem into a message that
+names host, extension, field path and offending value.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import jsonschema
+from jsonschema import Draft7Validator, ValidationError
+
+#: Role variables the schema covers, besides followme and followme_defaults.
+POLICY_VARIABLES = ("followme_known_extensions", "followme_external_allow", "followme_external_deny")
+VARIABLES = ("followme", "followme_defaults") + POLICY_VARIABLES
+
+
+@dataclass(frozen=True)
+class DeclarationError:
+    """One problem with one value of one host."""
+
+    host: str
+    extension: str  # "" when the problem is with a host-wide variable
+    path: str  # field path inside the declaration, or the variable name
+    value: Any
+    message: str  # what is wrong and what would be accepted
+
+    def __str__(self) -> str:
+        where = f"extension {self.extension}: " if self.extension else ""
+        return f"{self.host}: {where}{self.path} = {_show(self.value)}: {self.message}"
+
+
+def _show(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_integer(_checker, instance) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_number(_checker, instance) -> bool:
+    return isinstance(instance, (int, float)) and not isinstance(instance, bool)
+
+
+def _full_pattern(validator, pattern, instance, schema):
+    """`pattern`, with `$` meaning the very end: Python's re lets "2001\\n" match ^[0-9]+$."""
+    if not validator.is_type(instance, "string"):
+        return
+    match = re.search(pattern, instance)
+    if match is None or (pattern.endswith("$") and match.end() != len(instance)):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# Strict types ("10" is no integer, 7.0 is no integer, true is no number) and whole-string patterns.
+StrictValidator = jsonschema.validators.extend(
+    Draft7Validator,
+    validators={"pattern": _full_pattern},
+    type_checker=Draft7Validator.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number}),
+)
+
+
+def schema_defaults(schema: Mapping) -> dict[str, Any]:
+    """The default of every declaration field and of every policy variable, from the schema."""
+    fields = schema["definitions"]["fields"]["properties"]
+    result = {name: copy.deepcopy(spec["default"]) for name, spec in fields.items() if "default" in spec}
+    for name in POLICY_VARIABLES:
+        result[name] = copy.deepcopy(schema["properties"][name]["default"])
+    return result
+
+
+class Checker:
+    """Validates hosts' variables against one schema."""
+
+    def __init__(self, schema: Mapping):
+        self.schema = schema
+        StrictValidator.check_schema(schema)
+        self._validator = StrictValidator(schema)
+        self._field_defaults = {
+            name: spec["default"]
+            for name, spec in schema["definitions"]["fields"]["properties"].items()
+            if "default" in spec
+        }
+
+    # -- one host -----------------------------------------------------------------------
+    def check_host(self, host: str, variables: Mapping[str, Any]) -> tuple[dict[str, dict], list[DeclarationError]]:
+        """Return the host's complete declarations (enabled or not) and every error found."""
+        variables = {name: variables[name] for name in VARIABLES if name in variables}
+        errors = [self._error(host, e) for e in self._validator.iter_errors(variables)]
+        policy = {name: variables.get(name, copy.deepcopy(self.schema["properties"][name]["default"]))
+                  for name in POLICY_VARIABLES}
+        allow, deny = self._compile(host, policy, errors)
+
+        followme = variables.get("followme", {})
+        defaults = variables.get("followme_defaults", {})
+        if not isinstance(followme, Mapping) or not isinstance(defaults, Mapping):
+            return {}, _unique(errors)
+        complete: dict[str, dict] = {}
+        for extension, declaration in followme.items():
+            if not isinstance(extension, str) or not isinstance(declaration, Mapping):
+                continue  # already reported by the schema
+            merged = {**self._field_defaults, **defaults, **declaration}
+            merged.setdefault("no_answer", {"voicemail": extension})
+            if "list" not in merged:
+                continue  # "missing required field" already reported
+            complete[extension] = merged
+        # Cross-checks read values the schema has vouched for: leave out the declarations
+        # with errors of their own (all of them when followme_defaults has one).
+        tainted = {error.extension for error in errors}
+        if any(not error.extension and error.path.startswith("followme_defaults") for error in errors):
+            tainted = set(complete)
+        clean = {extension: merged for extension, merged in complete.items() if extension not in tainted}
+        errors.extend(self._cross_check(host, clean, policy, allow, deny))
+        return complete, _unique(errors)
+
+    # -- jsonschema errors as sentences -------------------------------------------------
+    def _error(self, host: str, error: ValidationError) -> DeclarationError:
+        error = _narrow(error)
+        path = list(error.absolute_path)
+        variable = path.pop(0) if path else ""
+        extension = ""
+        if variable == "followme" and path:
+            extension = str(path.pop(0))
+        value = error.instance
+        message = self._reason(error)
+        if "propertyNames" in error.absolute_schema_path:
+            # The extension key itself is wrong.
+            extension, value, path = str(error.instance), error.instance, ["(extension key)"]
+            message = "an extension key must be 1 to 15 digits, written as a quoted string"
+        elif error.validator == "additionalProperties":
+            # Point at the unknown key itself.
+            accepted = sorted(error.schema.get("properties", {}))
+            key = sorted(set(error.instance) - set(accepted), key=str)[0]
+            path.append(key)
+            value = error.instance[key]
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            message = f"unknown field {key!r}{hint} Accepted: {', '.join(accepted)}"
+        if extension:
+            field = _path_text(path) or "(declaration)"
+        else:
+            field = _path_text([variable, *path]) if variable else "(host variables)"
+        return DeclarationError(host, extension, field, value, message)
+
+    @staticmethod
+    def _reason(error: ValidationError) -> str:
+        kind = error.validator
+        schema = error.schema if isinstance(error.schema, Mapping) else {}
+        accepted = schema.get("description", "")
+        if kind == "type":
+            wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+            names = {"integer": "an integer", "string": "a string", "boolean": "a boolean (true or false)",
+                     "object": "a mapping", "array": "a list", "null": "null", "number": "a number"}
+            got = type(error.instance).__name__
+            text = f"must be {' or '.join(names.get(w, w) for w in wanted)}, not {_python_type(got)}"
+        elif kind == "minimum":
+            text = f"must be at least {error.validator_value}"
+        elif kind == "maximum":
+            text = f"must be at most {error.validator_value}"
+        elif kind == "enum":
+            text = f"must be one of: {', '.join(map(str, error.validator_value))}"
+        elif kind == "required":
+            missing = [name for name in error.validator_value if name not in error.instance]
+            return f"missing required field {', '.join(map(repr, missing))}"
+        elif kind == "uniqueItems":
+            seen, dup = set(), None
+            for item in error.instance:
+                key = _show(item)
+                if key in seen:
+                    dup = item
+                    break
+                seen.add(key)
+            text = f"entries must be unique ({_show(dup)} appears twice)"
+        elif kind == "minItems":
+            text = f"must have at least {error.validator_value} entries"
+        elif kind == "maxItems":
+            text = f"must have at most {error.validator_value} entries"
+        elif kind in ("pattern", "oneOf", "anyOf", "allOf"):
+            text = "not accepted"
+        else:
+            text = error.message
+        if accepted and kind not in ("enum",):
+            text = f"{text}. Accepted: {accepted}"
+        return text
+
+    # -- policy ---------------------------------------------------------------------------
+    @staticmethod
+    def _compile(host: str, policy: Mapping, errors: list) -> tuple[list, list]:
+        compiled = {}
+        for name in ("followme_external_allow", "followme_external_deny"):
+            compiled[name] = []
+            patterns = policy.get(name)
+            if not isinstance(patterns, list):
+                continue
+            for index, pattern in enumerate(patterns):
+                if not isinstance(pattern, str):
+                    continue
+                try:
+                    compiled[name].append(re.compile(pattern))
+                except re.error as exc:
+                    errors.append(DeclarationError(host, "", f"{name}[{index}]", pattern,
+                                                   f"not a valid regular expression ({exc})"))
+        return compiled["followme_external_allow"], compiled["followme_external_deny"]
+
+    @staticmethod
+    def _cross_check(host, declarations, policy, allow, deny) -> Iterable[DeclarationError]:
+        known = policy.get("followme_known_extensions")
+        known = set(known) if known is not None else None
+        for extension, declaration in sorted(declarations.items()):
+            if known is not None and extension not in known:
+                yield DeclarationError(host, extension, "(extension key)", extension,
+                                       "not in followme_known_extensions")
+            for index, entry in enumerate(declaration["list"]):
+                field = f"list[{index}]"
+                if entry.endswith("#"):
+                    if allow and not any(p.search(entry) for p in allow):
+                        yield DeclarationError(host, extension, field, entry,
+                                               "external number matches none of followme_external_allow: "
+                                               + ", ".join(repr(p.pattern) for p in allow))
+                    for pattern in deny:
+                        if pattern.search(entry):
+                            yield DeclarationError(host, extension, field, entry,
+                                                   f"external number blocked by followme_external_deny "
+                                                   f"pattern {pattern.pattern!r} (toll-fraud policy)")
+                elif known is not None and entry not in known:
+                    yield DeclarationError(host, extension, field, entry, "not in followme_known_extensions")
+            target = declaration["no_answer"]
+            if isinstance(target, Mapping) and "extension" in target:
+                if known is not None and target["extension"] not in known:
+                    yield DeclarationError(host, extension, "no_answer.extension", target["extension"],
+                                           "not in followme_known_extensions")
+        yield from _loops(host, declarations)
+
+
+def _loops(host: str, declarations: Mapping[str, dict]) -> Iterable[DeclarationError]:
+    """no_answer chains of enabled declarations that come back to where they started."""
+    follows = {}
+    for extension, declaration in declarations.items():
+        target = declaration["no_answer"]
+        if declaration["enabled"] and isinstance(target, Mapping) and "extension" in target:
+            follows[extension] = target["extension"]
+    reported: set[str] = set()
+    for start in sorted(follows):
+        chain, current = [start], follows[start]
+        while current in follows and current not in chain:
+            chain.append(current)
+            current = follows[current]
+        if current not in chain:
+            continue
+        cycle = chain[chain.index(current):]
+        if reported & set(cycle):
+            continue
+        reported.update(cycle)
+        first = min(cycle)
+        rotated = cycle[cycle.index(first):] + cycle[:cycle.index(first)]
+        yield DeclarationError(host, first, "no_answer.extension", follows[first],
+                               "no_answer chain loops back: " + " -> ".join(rotated + [first])
+                               + ". Accepted: a chain that ends (voicemail, hangup, goto, or an extension "
+                               "without an enabled follow-me)")
+
+
+def _narrow(error: ValidationError) -> ValidationError:
+    """For a oneOf over mappings (no_answer), the error inside the one branch the value meant."""
+    while error.validator == "oneOf" and isinstance(error.instance, Mapping) and error.context:
+        branches: dict[int, list[ValidationError]] = {}
+        for sub in error.context:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+        meant = [subs for index, subs in branches.items()
+                 if not any(sub.validator in ("type", "required") and not sub.relative_path for sub in subs)]
+        if len(meant) != 1:
+            break
+        error = meant[0][0]
+    return error
+
+
+def _unique(errors: Iterable[DeclarationError]) -> list[DeclarationError]:
+    """Errors sorted by host, extension and field, each once."""
+    seen = {}
+    for error in errors:
+        seen.setdefault((error.host, error.extension, error.path, str(error)), error)
+    return [seen[key] for key in sorted(seen)]
+
+
+def _path_text(path: list) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _python_type(name: str) -> str:
+    return {"str": "a string", "int": "an integer", "float": "a decimal number", "bool": "a boolean",
+            "dict": "a mapping", "list": "a list", "NoneType": "null"}.get(name, name)
+
+
+def check_hosts(schema: Mapping, hosts: Mapping[str, Mapping[str, Any]]):
+    """Check every host: ({host: {extension: complete declaration}}, [every error of every host])."""
+    checker = Checker(schema)
+    declarations, errors = {}, []
+    for host in sorted(hosts):
+        declarations[host], host_errors = checker.check_host(host, hosts[host])
+        errors.extend(host_errors)
+    return declarations, errors
+
+
+def load_schema(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

@@ -1,0 +1,247 @@
+"""Render call plans as one Asterisk dialplan file (pbx_config's extensions.conf syntax).
+
+Each extension gets two priorities: a Gosub into the shared subroutine
+`<context>-call` carrying the plan as data, and its no-answer destination.
+The logic lives once, in the shared contexts below, so reload time and memory
+stay flat as extensions are added. The subroutine mirrors plan.CallPlan.timeline().
+
+Everything written raw into the file is checked against a strict pattern here,
+whatever the caller validated before: dial strings are digits, * and + only;
+free text (caller-ID prefix, Alert-Info) travels base64-encoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Dict, Mapping, Tuple
+
+from .plan import ALL, CallPlan
+
+FILE_NAME = "extensions_followme.conf"
+HEADER = "; Managed by Ansible (role followme): do not edit, changes are overwritten."
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,79}\Z")
+_SOUND = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,4}\Z")
+_DEVICE = re.compile(r"[A-Za-z0-9_/-]{1,40}\{extension\}[A-Za-z0-9_@.-]{0,40}\Z")
+_NUMBER = re.compile(r"\+?[0-9*]{1,30}\Z")
+_GOTO_EXTEN = re.compile(r"[A-Za-z0-9*+][A-Za-z0-9*#+]{0,39}\Z")
+_PRIORITY = re.compile(r"([1-9][0-9]{0,4}|[A-Za-z][A-Za-z0-9_]{0,39})\Z")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the site's PBX is wired (the role variables of the same names, without followme_)."""
+
+    context: str
+    device: str
+    outbound_context: str
+    extension_context: str
+    voicemail_context: str
+    confirm_prompt: str
+    too_late_prompt: str
+    confirm_timeout: int
+
+    def check(self) -> None:
+        for name in ("context", "outbound_context", "extension_context", "voicemail_context"):
+            _require(_NAME, getattr(self, name), name)
+        _require(_DEVICE, self.device, "device")
+        _require(_SOUND, self.confirm_prompt, "confirm_prompt")
+        _require(_SOUND, self.too_late_prompt, "too_late_prompt")
+        if not (isinstance(self.confirm_timeout, int) and 1 <= self.confirm_timeout <= 60):
+            raise ValueError(f"confirm_timeout must be an integer from 1 to 60, not {self.confirm_timeout!r}")
+
+    def device_of(self, variable: str) -> str:
+        return self.device.replace("{extension}", "${%s}" % variable)
+
+
+def _require(pattern, value, what: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ValueError(f"refusing to write {what} {value!r} into the dialplan: it does not match {pattern.pattern}")
+    return value
+
+
+def _b64(text) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii") if text else ""
+
+
+def _leg_code(leg) -> str:
+    kind = "e" if leg.own else ("x" if leg.external else "i")
+    return f"{leg.delay}{kind}{_require(_NUMBER, leg.number, 'list entry')}"
+
+
+def gosub_arguments(plan: CallPlan) -> str:
+    """The data a plan becomes: EXTENSION,PRIMARY,CONFIRM,CID64,ALERT64,MOH,ANNOUNCEMENT,STEP..."""
+    steps = []
+    for step in plan.steps:
+        pick = "pre" if step.pick == ALL and all(leg.own for leg in step.legs) else step.pick
+        steps.append(f"{pick}:{int(step.seconds)}:" + "-".join(_leg_code(leg) for leg in step.legs))
+    fields = [
+        _require(_NUMBER, plan.extension, "extension"),
+        _require(_NUMBER, plan.primary, "primary") if plan.primary else "",
+        "1" if plan.confirm_calls else "0",
+        _b64(plan.cid_name_prefix),
+        _b64(plan.alert_info),
+        _require(_NAME, plan.music_on_hold, "music_on_hold") if plan.music_on_hold else "",
+        _require(_SOUND, plan.announcement, "announcement") if plan.announcement else "",
+    ]
+    return ",".join(fields + steps)
+
+
+def no_answer_application(plan: CallPlan, settings: Settings) -> str:
+    target = plan.no_answer.target
+    if plan.no_answer.kind == "hangup":
+        return "Hangup()"
+    if plan.no_answer.kind == "voicemail":
+        return f"VoiceMail({_require(_NUMBER, target[0], 'mailbox')}@{settings.voicemail_context},u)"
+    if plan.no_answer.kind == "extension":
+        return f"Goto({settings.extension_context},{_require(_NUMBER, target[0], 'no_answer extension')},1)"
+    context, exten, priority = target
+    return (f"Goto({_require(_NAME, context, 'goto context')},{_require(_GOTO_EXTEN, exten, 'goto extension')},"
+            f"{_require(_PRIORITY, priority, 'goto priority')})")
+
+
+def _comment(text: str) -> str:
+    return "; " + re.sub(r"[^\w .,:;()+#*/-]", "?", text)
+
+
+def render(plans: Mapping[str, CallPlan], settings: Settings) -> str:
+    """The whole managed file for one host."""
+    settings.check()
+    c = settings.context
+    lines = [f"[{c}]", f"; Entered at <extension>@{c}; one Gosub per extension, logic in [{c}-call]."]
+    for extension, plan in plans.items():
+        lines += [
+            _comment(plan.describe()),
+            f"exten => {_require(_NUMBER, extension, 'extension')},1,Gosub({c}-call,s,1({gosub_arguments(plan)}))",
+            f" same => n,{no_answer_application(plan, settings)}",
+        ]
+    body = "\n".join(lines) + "\n\n" + SUBROUTINES.format(
+        c=c,
+        device_arg2=settings.device_of("ARG2"),
+        device_num=settings.device_of("num"),
+        device_leg=settings.device_of("fm_num"),
+        outbound=settings.outbound_context,
+        confirm_prompt=settings.confirm_prompt,
+        too_late_prompt=settings.too_late_prompt,
+        timeout=settings.confirm_timeout,
+    )
+    revision = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+    return (f"{HEADER}\n; Revision {revision}: the follow-me declarations of this host, see `dialplan show {c}`.\n\n"
+            f"{body}\n[{c}-revision]\nexten => s,1,NoOp({revision})\n")
+
+
+def revision_of(text: str):
+    """The revision a rendered file carries, or None."""
+    match = re.search(r"^exten => s,1,NoOp\(([0-9a-f]{16})\)$", text or "", re.M)
+    return match.group(1) if match else None
+
+
+def counts(text: str) -> Dict[str, Tuple[int, int]]:
+    """{context: (extensions, priorities)} of a file this module rendered, as `dialplan show` counts them."""
+    result: Dict[str, list] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("["):
+            current = result.setdefault(line[1:line.index("]")], [0, 0])
+        elif line.startswith("exten => "):
+            current[0] += 1
+            current[1] += 1
+        elif line.startswith(" same => "):
+            current[1] += 1
+    return {context: (value[0], value[1]) for context, value in result.items()}
+
+
+# The shared logic. {c} is the follow-me context; doubled braces are Asterisk's own.
+SUBROUTINES = """\
+[{c}-call]
+; Gosub({c}-call,s,1(EXTENSION,PRIMARY,CONFIRM,CID_NAME_PREFIX,ALERT_INFO,MUSIC_ON_HOLD,ANNOUNCEMENT,STEP...))
+;   PRIMARY: for -prim strategies, the extension whose busy device keeps the list from ringing.
+;   CID_NAME_PREFIX and ALERT_INFO are base64. STEP = PICK:SECONDS:LEG-LEG-...
+;   PICK: pre (the extension alone), all, each (one at a time), grow (1..k together),
+;         avail (first not unavailable), idle (first not in use).
+;   LEG = <delay><kind><number>; kind e: the extension's own ring, i: internal entry, x: external entry.
+; Returns only when nobody answered: the caller goes on to the no-answer destination.
+exten => s,1,Set(LOCAL(busy)=${{REGEX("^(INUSE|BUSY|RINGINUSE|ONHOLD)$" ${{DEVICE_STATE({device_arg2})}}}})
+ same => n,Set(__FM_CALLER=${{CHANNEL}})
+ same => n,Set(__FM_CONFIRM=${{ARG3}})
+ same => n,Set(__FM_ALERT=${{BASE64_DECODE(${{ARG5}})}})
+ same => n,Set(LOCAL(name)=${{CALLERID(name)}})
+ same => n,Set(CALLERID(name)=${{BASE64_DECODE(${{ARG4}})}}${{name}})
+ same => n,Set(LOCAL(opts)=${{IF($["${{ARG6}}" = ""]?:m(${{ARG6}}))}}${{IF($[${{ARG3}}]?U({c}-confirm^taken^1))}})
+ same => n,Set(LOCAL(played)=0)
+ same => n,Set(LOCAL(s)=8)
+ same => n(step),GotoIf($[${{s}} > ${{ARGC}}]?done)
+ same => n,Set(LOCAL(pick)=${{CUT(ARG${{s}},:,1)}})
+ same => n,Set(LOCAL(secs)=${{CUT(ARG${{s}},:,2)}})
+ same => n,Set(LOCAL(legs)=${{CUT(ARG${{s}},:,3)}})
+ same => n,Set(LOCAL(n)=${{FIELDQTY(legs,-)}})
+ same => n,Set(LOCAL(round)=1)
+ same => n(round),Set(LOCAL(j)=${{IF($["${{pick}}" = "each"]?${{round}}:1)}})
+ same => n,Set(LOCAL(hi)=${{IF($["${{pick}}" = "each" | "${{pick}}" = "grow"]?${{round}}:${{n}})}})
+ same => n,Set(LOCAL(dial)=)
+ same => n,Set(LOCAL(list)=0)
+ same => n(leg),GotoIf($[${{j}} > ${{hi}}]?dial)
+ same => n,Set(LOCAL(leg)=${{CUT(legs,-,${{j}})}})
+ same => n,Set(LOCAL(kind)=${{FILTER(eix,${{leg}})}})
+ same => n,Set(LOCAL(num)=${{CUT(leg,${{kind}},2)}})
+ same => n,Set(LOCAL(j)=$[${{j}} + 1])
+ same => n,GotoIf($[${{busy}} & "${{kind}}" != "e"]?leg)
+ same => n,Set(LOCAL(state)=${{IF($["${{kind}}" = "x"]?NOT_INUSE:${{DEVICE_STATE({device_num})}})}})
+ same => n,GotoIf($["${{pick}}" = "avail" & ${{REGEX("^(UNAVAILABLE|INVALID)$" ${{state}})}}]?leg)
+ same => n,GotoIf($["${{pick}}" = "idle" & "${{state}}" != "NOT_INUSE"]?leg)
+ same => n,Set(LOCAL(dial)=${{dial}}${{IF($["${{dial}}" = ""]?:&)}}Local/${{leg}}@{c}-leg)
+ same => n,Set(LOCAL(list)=${{IF($["${{kind}}" = "e"]?${{list}}:1)}})
+ same => n,GotoIf($["${{pick}}" = "avail" | "${{pick}}" = "idle"]?dial:leg)
+ same => n(dial),GotoIf($["${{dial}}" = ""]?next)
+ same => n,GotoIf($["${{ARG7}}" = "" | ${{list}} = 0 | ${{played}} = 1]?ring)
+ same => n,Answer()
+ same => n,Playback(${{ARG7}})
+ same => n,Set(LOCAL(played)=1)
+ same => n,Set(LOCAL(opts)=${{IF($["${{ARG6}}" = ""]?r)}}${{opts}})
+ same => n(ring),Dial(${{dial}},${{secs}},${{opts}})
+ same => n,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?answered)
+ same => n,ExecIf($["${{DIALSTATUS}}" = "BUSY" & "${{pick}}" = "pre" & "${{ARG2}}" = "${{ARG1}}"]?Set(LOCAL(busy)=1))
+ same => n(next),Set(LOCAL(round)=$[${{round}} + 1])
+ same => n,GotoIf($[("${{pick}}" = "each" | "${{pick}}" = "grow") & ${{round}} <= ${{n}}]?round)
+ same => n,Set(LOCAL(s)=$[${{s}} + 1])
+ same => n,Goto(step)
+ same => n(answered),Hangup()
+ same => n(done),Set(CALLERID(name)=${{name}})
+ same => n,Return()
+
+[{c}-leg]
+; Local/<delay><kind><number>@{c}-leg: one leg of a follow-me call (see [{c}-call]).
+exten => _X.,1,Set(fm_kind=${{FILTER(eix,${{EXTEN}})}})
+ same => n,Set(fm_num=${{CUT(EXTEN,${{fm_kind}},2)}})
+ same => n,Wait(${{CUT(EXTEN,${{fm_kind}},1)}})
+ same => n,GotoIf($["${{fm_kind}}" = "x"]?external)
+ same => n,Dial({device_leg},,b({c}-predial^s^1))
+ same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
+ same => n(external),Dial(Local/${{fm_num}}@{outbound},,${{IF($[${{FM_CONFIRM}}]?U({c}-confirm^s^1))}})
+ same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
+
+[{c}-confirm]
+; Dial(...,U({c}-confirm^s^1)) on an external leg that answered: 1 accepts; 2, anything else or silence declines
+; that leg only; a leg answering after the call was taken hears the too-late prompt.
+exten => s,1,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
+ same => n,Read(fm_key,{confirm_prompt},1,,1,{timeout})
+ same => n,GotoIf($["${{fm_key}}" != "1"]?decline)
+ same => n,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
+ same => n,Set(SHARED(FM_TAKEN,${{FM_CALLER}})=1)
+ same => n,Return()
+ same => n(late),Playback({too_late_prompt})
+ same => n(decline),Set(GOSUB_RESULT=CONTINUE)
+ same => n,Return()
+; Dial(...,U({c}-confirm^taken^1)) on the leg that won: later legs hear they are too late.
+exten => taken,1,Set(SHARED(FM_TAKEN,${{FM_CALLER}})=1)
+ same => n,Return()
+
+[{c}-predial]
+; Dial(...,b({c}-predial^s^1)) on each internal leg's channel before it is called.
+exten => s,1,GotoIf($["${{FM_ALERT}}" = ""]?done)
+ same => n,Set(PJSIP_HEADER(add,Alert-Info)=${{FM_ALERT}})
+ same => n(done),Return()
+"""

@@ -1,0 +1,194 @@
+"""Where a follow-me call's timeline is decided: one complete declaration -> one call plan.
+
+A call to extension E runs the plan's steps in order; each step rings some legs
+for `seconds` and ends early when someone answers (then the call is theirs) or
+every leg has failed. When the last step ends unanswered the call goes to the
+plan's no_answer destination. ../shared/SPEC.md "Ring strategies" is the
+contract this file implements; `timeline()` spells a plan out as the rings a
+call sees when nobody answers, and is what the call tests compare the PBX with.
+
+Pure Python, no Ansible: the dialplan renderer and the plan printer consume it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional, Tuple
+
+STRATEGIES = (
+    "ringall", "ringall-prim", "hunt", "hunt-prim", "memoryhunt", "memoryhunt-prim",
+    "firstavailable", "firstnotonphone", "ringallv2", "ringallv2-prim",
+)
+
+# How a step picks the legs it rings (the dialplan interpreter knows the same words):
+ALL = "all"      # every leg at once
+EACH = "each"    # one leg after the other, `seconds` each (hunt)
+GROW = "grow"    # legs 1..k together in round k, `seconds` each (memoryhunt)
+FIRST_AVAILABLE = "avail"  # only the first leg whose device is not unavailable
+FIRST_IDLE = "idle"        # only the first leg whose device is idle
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One thing to ring: an internal extension's device or an external number."""
+
+    entry: str          # as declared: "2002" or "909121234567#"
+    own: bool = False   # the called extension's own ring (pre-ring, or E in ringallv2): kept when the primary is busy
+    delay: int = 0      # seconds after its step starts before it rings
+
+    @property
+    def external(self) -> bool:
+        return self.entry.endswith("#")
+
+    @property
+    def number(self) -> str:
+        """What is dialed: the extension, or the external digits without the #."""
+        return self.entry[:-1] if self.external else self.entry
+
+
+@dataclass(frozen=True)
+class Step:
+    pick: str
+    seconds: int
+    legs: Tuple[Leg, ...]
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    kind: str  # hangup | voicemail | extension | goto
+    target: Tuple[str, ...] = ()  # (mailbox,) | (extension,) | (context, extension, priority)
+
+    @classmethod
+    def from_declaration(cls, value) -> "NoAnswer":
+        if value == "hangup":
+            return cls("hangup")
+        (kind, target), = value.items()
+        if kind == "goto":
+            return cls(kind, (target["context"], target["extension"], str(target.get("priority", 1))))
+        return cls(kind, (target,))
+
+    def describe(self) -> str:
+        if self.kind == "hangup":
+            return "hang up"
+        if self.kind == "goto":
+            return "go to " + ",".join(self.target)
+        return f"{self.kind} {self.target[0]}"
+
+
+@dataclass(frozen=True)
+class Ring:
+    """One leg ringing in a timeline: from `start` to `end` seconds after the call began."""
+
+    entry: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    extension: str
+    strategy: str
+    steps: Tuple[Step, ...]
+    no_answer: NoAnswer
+    primary: Optional[str] = None  # -prim: when this internal extension is busy, only own legs ring
+    confirm_calls: bool = False
+    cid_name_prefix: Optional[str] = None
+    alert_info: Optional[str] = None
+    music_on_hold: Optional[str] = None
+    announcement: Optional[str] = None
+
+    def timeline(self, primary_busy: bool = False, unavailable=(), busy=()):
+        """The rings of a call nobody answers, and when it reaches no_answer.
+
+        `unavailable` and `busy` are internal extensions whose devices are in that state;
+        they change what `firstavailable` / `firstnotonphone` / `-prim` ring, as on the PBX.
+        """
+        primary_busy = primary_busy or (self.primary is not None and self.primary in busy)
+        rings, now = [], 0
+        for step in self.steps:
+            legs = [leg for leg in step.legs if leg.own or not primary_busy]
+            if step.pick == FIRST_AVAILABLE:
+                legs = [leg for leg in legs if leg.external or leg.entry not in unavailable][:1]
+            elif step.pick == FIRST_IDLE:
+                legs = [leg for leg in legs if leg.external or leg.entry not in set(busy) | set(unavailable)][:1]
+            if not legs:
+                continue
+            if step.pick in (EACH, GROW):
+                rounds = [[leg] for leg in legs] if step.pick == EACH else [legs[:k] for k in range(1, len(legs) + 1)]
+            else:
+                rounds = [legs]
+            for legs_of_round in rounds:
+                rings.extend(Ring(leg.entry, now + leg.delay, now + step.seconds) for leg in legs_of_round)
+                now += step.seconds
+        return rings, now
+
+    def describe(self) -> str:
+        """One line for people: "2001: ring 2001 for 7 s; then 2001, 2002 together for 20 s; then voicemail 2001"."""
+        parts = []
+        for step in self.steps:
+            names = [leg.entry for leg in step.legs]
+            joined = ", ".join(names)
+            late = [leg for leg in step.legs if leg.delay]
+            if late:
+                early = ", ".join(leg.entry for leg in step.legs if not leg.delay)
+                text = (f"ring {early} for {step.seconds} s, joined after {late[0].delay} s by "
+                        f"{', '.join(leg.entry for leg in late)} for {step.seconds - late[0].delay} s")
+            elif len(names) == 1:
+                text = f"ring {joined} for {step.seconds} s"
+            elif step.pick == EACH:
+                text = f"ring {joined} one at a time, {step.seconds} s each"
+            elif step.pick == GROW:
+                text = f"ring {names[0]}, then add {', '.join(names[1:])} one by one, {step.seconds} s each step"
+            elif step.pick == FIRST_AVAILABLE:
+                text = f"ring the first available of {joined} for {step.seconds} s"
+            elif step.pick == FIRST_IDLE:
+                text = f"ring the first idle of {joined} for {step.seconds} s"
+            else:
+                text = f"ring {joined} together for {step.seconds} s"
+            parts.append(text)
+        parts.append(self.no_answer.describe())
+        text = f"{self.extension}: " + "; then ".join(parts)
+        if self.primary:
+            text += f" (if {self.primary} is busy, only {self.extension}'s own ring)" if any(
+                leg.own for step in self.steps for leg in step.legs) else f" (if {self.primary} is busy, nobody)"
+        return text
+
+
+def build_plan(extension: str, declaration: Mapping) -> CallPlan:
+    """The call plan of one complete, valid declaration (see declarations.Checker)."""
+    entries = list(declaration["list"])
+    strategy = declaration["strategy"]
+    pre, seconds = declaration["initial_ring_time"], declaration["ring_time"]
+    base = strategy[:-len("-prim")] if strategy.endswith("-prim") else strategy
+    primary = None
+    if base == "ringallv2":
+        legs = [Leg(extension, own=True)] + [Leg(entry, delay=pre) for entry in entries if entry != extension]
+        steps = (Step(ALL, pre + seconds, tuple(legs)),)
+        if strategy.endswith("-prim"):
+            primary = extension
+    else:
+        pick = {"ringall": ALL, "hunt": EACH, "memoryhunt": GROW,
+                "firstavailable": FIRST_AVAILABLE, "firstnotonphone": FIRST_IDLE}[base]
+        steps = (Step(ALL, pre, (Leg(extension, own=True),)),) if pre > 0 else ()
+        steps += (Step(pick, seconds, tuple(Leg(entry) for entry in entries)),)
+        if strategy.endswith("-prim") and not entries[0].endswith("#"):
+            primary = entries[0]  # external entries are never busy
+    return CallPlan(
+        extension=extension,
+        strategy=strategy,
+        steps=steps,
+        no_answer=NoAnswer.from_declaration(declaration["no_answer"]),
+        primary=primary,
+        confirm_calls=declaration["confirm_calls"],
+        cid_name_prefix=declaration["cid_name_prefix"],
+        alert_info=declaration["alert_info"],
+        music_on_hold=declaration["music_on_hold"],
+        announcement=declaration["announcement"],
+    )
+
+
+def build_plans(declarations: Mapping[str, Mapping]) -> dict:
+    """Plans of the enabled declarations, by extension (disabled ones get the site's normal handling)."""
+    return {extension: build_plan(extension, declaration)
+            for extension, declaration in sorted(declarations.items(), key=lambda item: (len(item[0]), item[0]))
+            if declaration["enabled"]}
