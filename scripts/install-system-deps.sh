@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install the Debian packages the lab (python -m lab) and the tests need.
+# Idempotent: does nothing when everything is installed; runs `apt-get update`
+# only when a package is missing.
+set -euo pipefail
+
+PACKAGES=(
+  mmdebstrap              # builds the lab's Debian sid root (Asterisk 22)
+  debian-archive-keyring  # ... and verifies it
+  sip-tester              # sipp: the devices, carrier and callers of the tests
+  openssh-client          # ssh to the lab hosts, ssh-keygen
+  iproute2                # ip netns / ip link
+  util-linux              # nsenter, unshare, mount
+  make
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-system-deps: all installed"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-system-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
