@@ -16,7 +16,7 @@ description:
     Every other byte of the site's configuration is left as it was.
   - Files are written atomically, with explicit owner, group and mode, and carry a managed-file header.
   - Asterisk is reloaded only when a managed file changed (or the running dialplan is not the one on disk),
-    with C(dialplan reload), never a restart.
+    with C(module reload pbx_config.so) (the dialplan only), never a restart.
   - Success is proven from Asterisk's own state afterwards (C(asterisk -rx) exits 0 even when a command
     failed): the running dialplan must carry the new revision and every managed context must hold exactly
     the extensions and priorities that were written. Otherwise the previous files are restored and
@@ -96,7 +96,7 @@ attributes:
   platform:
     platforms: posix
 notes:
-  - Reloads are C(dialplan reload); calls in progress keep their dialplan and complete.
+  - Reloads are C(module reload pbx_config.so); calls in progress keep their dialplan and complete.
   - The site dialplan sends calls to follow-me, for example
     C(exten => _2XXX,1,GotoIf(${DIALPLAN_EXISTS(followme,${EXTEN},1)}?followme,${EXTEN},1)).
 """
@@ -170,6 +170,9 @@ from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.module_utils.followme.dialplan import FILE_NAME, Settings, counts, render, revision_of
 from ansible.module_utils.followme.plan import build_plans
 
+# pbx_config only: the narrowest reload that loads the dialplan. Unlike `dialplan reload` it goes
+# through Asterisk's module loader, so `core show uptime` shows when it last happened.
+RELOAD = "module reload pbx_config.so"
 INCLUDE_LINE = f'#include "{FILE_NAME}"'
 _INCLUDED = re.compile(r'^\s*#include\s+"?' + re.escape(FILE_NAME) + r'"?\s*$', re.M)
 _LIVE_REVISION = re.compile(r"NoOp\(([0-9a-f]{16})\)")
@@ -234,7 +237,13 @@ def write_atomically(module: AnsibleModule, path: str, text: str, attributes: di
         if os.path.exists(temporary):
             os.unlink(temporary)
     if attributes:
-        module.set_fs_attributes_if_different(dict(attributes, path=path), False)
+        set_attributes(module, path, attributes)
+
+
+def set_attributes(module: AnsibleModule, path: str, attributes: dict) -> bool:
+    changed = module.set_owner_if_different(path, attributes["owner"], False)
+    changed = module.set_group_if_different(path, attributes["group"], changed)
+    return module.set_mode_if_different(path, attributes["mode"], changed)
 
 
 def main():
@@ -310,7 +319,7 @@ def main():
         for path in changed_paths:
             write_atomically(module, path, after[path], attributes if path == managed_path else None)
         if managed_path not in changed_paths:
-            module.set_fs_attributes_if_different(dict(attributes, path=managed_path), False)
+            set_attributes(module, managed_path, attributes)
         problem = reload_and_prove(asterisk, settings.context, managed_text, revision)
     except Exception as exc:  # a failed write or a dead Asterisk: never leave a half-applied state
         problem = f"{type(exc).__name__}: {exc}"
@@ -337,7 +346,7 @@ def main():
                 if again:
                     rollback.append(f"the restored dialplan did not load either: {again}")
             else:
-                asterisk.rx("dialplan reload")  # there was no follow-me dialplan: nothing to prove
+                asterisk.rx(RELOAD)  # there was no follow-me dialplan: nothing to prove
         except AsteriskDown as exc:
             rollback.append(f"Asterisk did not answer the rollback reload: {exc}")
     module.fail_json(
@@ -352,7 +361,7 @@ def main():
 def reload_and_prove(asterisk: Asterisk, context: str, text: str, revision: str):
     """Reload the dialplan and compare what Asterisk runs with text. None when it matches, else why not."""
     asterisk.wait_fully_booted()
-    asterisk.rx("dialplan reload")
+    asterisk.rx(RELOAD)
     live = asterisk.revision(context)
     if live != revision:
         return f"Asterisk runs revision {live or 'none'} instead of {revision}"

@@ -1,0 +1,29 @@
+import pathlib
+
+import pytest
+from followme.declarations import Checker, load_schema
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def schema():
+    return load_schema(str(ROOT / "schemas" / "followme.schema.json"))
+
+
+@pytest.fixture(scope="session")
+def checker(schema):
+    return Checker(schema)
+
+
+@pytest.fixture
+def check(checker):
+    """check(followme=..., **policy) -> (declarations, [error strings]) for host pbx1."""
+
+    def run(followme=None, **variables):
+        if followme is not None:
+            variables["followme"] = followme
+        declarations, errors = checker.check_host("pbx1", variables)
+        return declarations, [str(error) for error in errors]
+
+    return run

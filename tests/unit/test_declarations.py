@@ -1,0 +1,223 @@
+"""Field rules and cross-checks of the declaration format, with bad and good values."""
+
+import pytest
+
+GOOD = {"list": ["2001", "2002", "909121234567#"]}
+
+
+def one(**fields):
+    return {"2001": {**GOOD, **fields}}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("list", ["2001"]),
+        ("list", [str(2000 + i) for i in range(1, 21)]),
+        ("list", ["9*31#", "123456789012345"]),
+        ("initial_ring_time", 0),
+        ("initial_ring_time", 60),
+        ("ring_time", 1),
+        ("ring_time", 60),
+        ("strategy", "ringall"),
+        ("strategy", "firstnotonphone"),
+        ("no_answer", "hangup"),
+        ("no_answer", {"voicemail": "2001"}),
+        ("no_answer", {"extension": "2009"}),
+        ("no_answer", {"goto": {"context": "ivr-main", "extension": "s", "priority": 1}}),
+        ("no_answer", {"goto": {"context": "ivr", "extension": "*98", "priority": "start"}}),
+        ("enabled", False),
+        ("confirm_calls", True),
+        ("cid_name_prefix", "FM "),
+        ("cid_name_prefix", "موبایل: "),
+        ("cid_name_prefix", None),
+        ("alert_info", "<http://x>;info=alert-external"),
+        ("music_on_hold", "default"),
+        ("announcement", "custom/please-hold"),
+    ],
+)
+def test_good_values_pass(check, field, value):
+    declarations, errors = check(one(**{field: value}))
+    assert errors == []
+    assert declarations["2001"][field] == value
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("list", [], "at least 1 entries"),
+        ("list", [str(2000 + i) for i in range(1, 22)], "at most 20 entries"),
+        ("list", ["2001", "2001"], "unique"),
+        ("list", "2001", "must be a list"),
+        ("list", [2001], "must be a string"),
+        ("list", ["20a1"], "internal extension"),
+        ("list", ["1234567890123456"], "internal extension"),
+        ("list", ["9091212#34#"], "external number"),
+        ("list", ["++98912#"], "external number"),
+        ("list", ["98+912#"], "external number"),
+        ("list", ["2001&PJSIP/666"], "internal extension"),
+        ("list", ["2001\n"], "internal extension"),
+        ("list", ["909121234567"], None),  # valid internal? 12 digits is a valid internal extension
+        ("initial_ring_time", -1, "at least 0"),
+        ("initial_ring_time", 61, "at most 60"),
+        ("initial_ring_time", "7", "must be an integer, not a string"),
+        ("initial_ring_time", 7.0, "must be an integer, not a decimal number"),
+        ("initial_ring_time", True, "must be an integer, not a boolean"),
+        ("ring_time", 0, "at least 1"),
+        ("ring_time", 61, "at most 60"),
+        ("ring_time", "10", "must be an integer"),
+        ("strategy", "hunts", "must be one of"),
+        ("strategy", "RINGALL", "must be one of"),
+        ("no_answer", "voicemail", "Where an unanswered call goes"),
+        ("no_answer", {"voicemail": "2001", "extension": "2002"}, "Where an unanswered call goes"),
+        ("no_answer", {"voicemail": 2001}, "must be a string"),
+        ("no_answer", {"extension": "20x1"}, "An extension"),
+        ("no_answer", {"goto": {"context": "a b", "extension": "s"}}, "A context name"),
+        ("no_answer", {"goto": {"context": "ivr", "extension": "#exec"}}, "An extension name"),
+        ("no_answer", {"goto": {"context": "ivr", "extension": "s", "priority": 0}}, "at least 1"),
+        ("no_answer", {"goto": {"context": "ivr"}}, "missing required field 'extension'"),
+        ("enabled", "yes", "must be a boolean"),
+        ("enabled", 1, "must be a boolean"),
+        ("confirm_calls", "true", "must be a boolean"),
+        ("cid_name_prefix", "", "Text put before"),
+        ("cid_name_prefix", "a;b", "Text put before"),
+        ("cid_name_prefix", "x" * 21, "Text put before"),
+        ("alert_info", "a,b", "Alert-Info"),
+        ("alert_info", 'x"y', "Alert-Info"),
+        ("music_on_hold", "my class", "Music-on-hold"),
+        ("announcement", "../etc/passwd", "Sound file"),
+        ("announcement", "custom/", "Sound file"),
+    ],
+)
+def test_bad_values_are_named(check, field, value, says):
+    _, errors = check(one(**{field: value}))
+    if says is None:
+        assert errors == []
+        return
+    assert len(errors) >= 1, f"{field}={value!r} passed"
+    text = "\n".join(errors)
+    assert text.startswith("pbx1: extension 2001: ")
+    assert field in text
+    assert says in text
+
+
+def test_unknown_field_names_a_close_match(check):
+    _, errors = check(one(ringtime=5))
+    assert errors == [
+        "pbx1: extension 2001: ringtime = 5: unknown field 'ringtime'; did you mean 'ring_time'? Accepted: "
+        "alert_info, announcement, cid_name_prefix, confirm_calls, enabled, initial_ring_time, list, "
+        "music_on_hold, no_answer, ring_time, strategy"
+    ]
+
+
+def test_list_is_required(check):
+    _, errors = check({"2001": {"strategy": "hunt"}})
+    assert errors == ["pbx1: extension 2001: (declaration) = {\"strategy\": \"hunt\"}: missing required field 'list'"]
+
+
+@pytest.mark.parametrize("key", [2001, "20a", "", "1234567890123456"])
+def test_extension_keys_are_quoted_digits(check, key):
+    _, errors = check({key: GOOD})
+    assert any("(extension key)" in error and "quoted string" in error for error in errors), errors
+
+
+def test_defaults_are_merged_under_each_declaration(check, schema):
+    declarations, errors = check(
+        {"2001": GOOD, "2002": {"list": ["2003"], "ring_time": 9}},
+        followme_defaults={"ring_time": 30, "cid_name_prefix": "FM "},
+    )
+    assert errors == []
+    assert declarations["2001"]["ring_time"] == 30
+    assert declarations["2002"]["ring_time"] == 9
+    assert declarations["2002"]["cid_name_prefix"] == "FM "
+    # Everything else comes from the schema's defaults; no_answer defaults to the extension's own voicemail.
+    assert declarations["2001"]["strategy"] == schema["definitions"]["fields"]["properties"]["strategy"]["default"]
+    assert declarations["2001"]["no_answer"] == {"voicemail": "2001"}
+    assert declarations["2002"]["no_answer"] == {"voicemail": "2002"}
+
+
+def test_bad_default_is_reported_once_as_followme_defaults(check):
+    _, errors = check({"2001": GOOD, "2002": GOOD}, followme_defaults={"ring_time": 99, "lst": []})
+    assert errors[0] == "pbx1: followme_defaults.lst = []: unknown field 'lst'; did you mean 'list'? Accepted: " \
+        "alert_info, announcement, cid_name_prefix, confirm_calls, enabled, initial_ring_time, list, music_on_hold, " \
+        "no_answer, ring_time, strategy"
+    assert errors[1].startswith("pbx1: followme_defaults.ring_time = 99: must be at most 60")
+    assert len(errors) == 2
+
+
+# -- cross-checks -------------------------------------------------------------------------------
+
+def test_no_answer_loop_is_an_error(check):
+    _, errors = check({
+        "2001": {**GOOD, "no_answer": {"extension": "2002"}},
+        "2002": {"list": ["2003"], "no_answer": {"extension": "2003"}},
+        "2003": {"list": ["2004"], "no_answer": {"extension": "2001"}},
+        "2005": {"list": ["2004"], "no_answer": {"extension": "2001"}},  # leads into the loop; not part of it
+    })
+    assert errors == ['pbx1: extension 2001: no_answer.extension = "2002": no_answer chain loops back: '
+                      "2001 -> 2002 -> 2003 -> 2001. Accepted: a chain that ends (voicemail, hangup, goto, "
+                      "or an extension without an enabled follow-me)"]
+
+
+def test_self_loop_is_an_error(check):
+    _, errors = check({"2001": {**GOOD, "no_answer": {"extension": "2001"}}})
+    assert len(errors) == 1 and "2001 -> 2001" in errors[0]
+
+
+def test_chain_through_a_disabled_declaration_ends(check):
+    _, errors = check({
+        "2001": {**GOOD, "no_answer": {"extension": "2002"}},
+        "2002": {"list": ["2003"], "enabled": False, "no_answer": {"extension": "2001"}},
+    })
+    assert errors == []
+
+
+def test_known_extensions(check):
+    _, errors = check(
+        {"2001": {**GOOD, "no_answer": {"extension": "2009"}}, "2077": {"list": ["2001"]}},
+        followme_known_extensions=["2001", "2002"],
+    )
+    assert errors == [
+        'pbx1: extension 2001: no_answer.extension = "2009": not in followme_known_extensions',
+        'pbx1: extension 2077: (extension key) = "2077": not in followme_known_extensions',
+    ]
+    _, errors = check({"2001": GOOD}, followme_known_extensions=["2001", "2002"])
+    assert errors == []
+
+
+def test_default_deny_blocks_international_and_premium(check):
+    _, errors = check({"2001": {"list": ["900441234567#", "+441234567#", "919005551234#", "909121234567#",
+                                         "920045678#", "02155556666#"]}})
+    blocked = sorted({error.split(" = ")[0] for error in errors})
+    assert blocked == ["pbx1: extension 2001: list[0]", "pbx1: extension 2001: list[1]",
+                       "pbx1: extension 2001: list[2]"]
+    assert "toll-fraud policy" in errors[0]
+
+
+def test_allow_list_and_custom_deny(check):
+    _, errors = check({"2001": {"list": ["+989121234567#", "909121234567#"]}},
+                      followme_external_allow=["^(909[0-9]{9}|\\+98[0-9]{10})#$"], followme_external_deny=[])
+    assert errors == []
+    _, errors = check({"2001": {"list": ["902155556666#"]}}, followme_external_allow=["^909[0-9]{9}#$"])
+    assert errors == ['pbx1: extension 2001: list[0] = "902155556666#": external number matches none of '
+                      "followme_external_allow: '^909[0-9]{9}#$'"]
+    _, errors = check({"2001": GOOD}, followme_external_deny=["^9091"])
+    assert len(errors) == 1 and "followme_external_deny pattern '^9091'" in errors[0]
+
+
+def test_bad_policy_values(check):
+    _, errors = check({"2001": GOOD}, followme_external_deny=["("], followme_known_extensions=["x"])
+    assert any(e.startswith('pbx1: followme_external_deny[0] = "(": not a valid regular expression') for e in errors)
+    assert any(e.startswith('pbx1: followme_known_extensions[0] = "x"') for e in errors)
+
+
+def test_every_error_of_every_host_in_one_run(schema):
+    from followme.declarations import check_hosts
+
+    _, errors = check_hosts(schema, {
+        "pbx-a": {"followme": {"2001": {**GOOD, "ring_time": 0}, "2002": {"list": ["2003"], "x": 1}}},
+        "pbx-b": {"followme": {"3001": {"list": ["+1234#"]}}},
+        "pbx-c": {"followme": {"4001": GOOD}},
+    })
+    assert [(e.host, e.extension, e.path) for e in errors] == [
+        ("pbx-a", "2001", "ring_time"), ("pbx-a", "2002", "x"), ("pbx-b", "3001", "list[0]")]
