@@ -8,21 +8,20 @@ next `up` builds a new base. Hosts mount it as the lower layer of an overlayfs.
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
-from lab.util import log, mounts, run
+from lab.util import log, mounts, run, umount_tree
 
 CACHE_DIR = Path(os.environ.get("FMLAB_CACHE", "/var/cache/followme-lab"))
 
 SUITE = "sid"
 PACKAGES = [
-    "asterisk",                    # Asterisk 22 (pulls asterisk-modules, asterisk-config)
-    "asterisk-core-sounds-en-gsm", # en prompts, incl. followme/* and vm-*
-    "asterisk-moh-opsound-gsm",    # music on hold for the default class
+    "asterisk",  # Asterisk 22 (pulls asterisk-modules, asterisk-config)
+    "asterisk-core-sounds-en-gsm",  # en prompts, incl. followme/* and vm-*
+    "asterisk-moh-opsound-gsm",  # music on hold for the default class
     "openssh-server",
-    "python3",                     # for Ansible
+    "python3",  # for Ansible
     "procps",
 ]
 APT_OPTIONS = [
@@ -75,8 +74,7 @@ def ensure():
         return base
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = CACHE_DIR / f"{base.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    _remove(tmp)
     log(f"building the base root file system {base} (Debian {SUITE}, about a minute)")
     t0 = time.monotonic()
     cmd = ["mmdebstrap", "--mode=root", "--variant=apt", "--include=" + ",".join(PACKAGES)]
@@ -89,8 +87,7 @@ def ensure():
         raise RuntimeError(f"mmdebstrap failed ({p.returncode}); see {buildlog}")
     run(["sh", "-c", CUSTOMIZE, "customize", str(tmp)])
     (tmp / ".fmlab-base-ok").write_text(json.dumps(recipe(), indent=1) + "\n")
-    if base.exists():
-        shutil.rmtree(base)
+    _remove(base)
     os.rename(tmp, base)
     log(f"base built in {time.monotonic() - t0:.0f} s")
     prune(keep=base)
@@ -104,4 +101,13 @@ def prune(keep):
         if old == keep or not old.is_dir() or str(old) in in_use:
             continue
         log(f"removing old base {old}")
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
+
+
+def _remove(path):
+    """rm -rf a root tree that an interrupted mmdebstrap may have left with mounts inside."""
+    if not os.path.lexists(path):
+        return
+    prefix = str(path) + "/"
+    umount_tree(lambda m: m[0].startswith(prefix))
+    run(["rm", "-rf", "--one-file-system", str(path)], check=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 from lab import base
 from lab.host import LAB_DIR, REPO, UTS_DIR, Host, ensure_bridge, known_indices, remove_bridge
 from lab.ports import GATEWAY
-from lab.util import log, mounts, pids_matching, kill_pids, umount_tree, run
+from lab.util import kill_pids, log, mounts, pids_matching, run, umount_tree
 
 STATE = LAB_DIR / "state.json"
 KEY = LAB_DIR / "id_ed25519"
@@ -84,7 +84,7 @@ def up(n, fresh=False):
         ensure_bridge()
         hosts = [Host(i) for i in range(1, n + 1)]
         for i in known_indices():
-            if i > n:
+            if i > n and Host(i).has_traces():
                 log(f"pbx{i}: not wanted (--hosts {n}): stopping it")
                 Host(i).teardown()
         started = []
@@ -146,8 +146,10 @@ def status(n=None):
         sshd = h.sshd_ok()
         version = h.asterisk_version()
         ok = ok and sshd and bool(version)
-        print(f"{h.name}\t{h.address}\tsshd={'up' if sshd else 'DOWN'}\t"
-              f"asterisk={'up (' + version.split(' built')[0] + ')' if version else 'DOWN'}")
+        print(
+            f"{h.name}\t{h.address}\tsshd={'up' if sshd else 'DOWN'}\t"
+            f"asterisk={'up (' + version.split(' built')[0] + ')' if version else 'DOWN'}"
+        )
     return 0 if ok else 1
 
 
@@ -156,8 +158,9 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="start (or repair) the lab; idempotent")
     p_up.add_argument("--hosts", type=int, default=2, help="number of PBX hosts (default 2)")
-    p_up.add_argument("--fresh", action="store_true",
-                      help="reset every host to the baseline (drops what was deployed on them)")
+    p_up.add_argument(
+        "--fresh", action="store_true", help="reset every host to the baseline (drops what was deployed on them)"
+    )
     sub.add_parser("down", help="stop everything and clean up; idempotent")
     p_st = sub.add_parser("status", help="show the hosts; exit 0 only if all are up")
     p_st.add_argument("--hosts", type=int, default=None)

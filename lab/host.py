@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from lab import base as base_mod
-from lab.ports import GATEWAY, EXTENSIONS, carrier_port, device_port
+from lab.ports import EXTENSIONS, GATEWAY, carrier_port, device_port
 from lab.util import DAEMON_ENV, kill_pids, log, mount_at, mounts, pids_matching, run, umount_tree
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,8 +86,13 @@ class Host:
     def asterisk_cli(self, command, timeout=15):
         """Output of `asterisk -rx command` inside the host, or None if it could not connect."""
         try:
-            p = run(["chroot", str(self.root), "/usr/sbin/asterisk", "-rx", command],
-                    check=False, capture=True, timeout=timeout, env=DAEMON_ENV)
+            p = run(
+                ["chroot", str(self.root), "/usr/sbin/asterisk", "-rx", command],
+                check=False,
+                capture=True,
+                timeout=timeout,
+                env=DAEMON_ENV,
+            )
         except Exception:
             return None
         if p.returncode != 0 or "Unable to connect" in p.stdout + p.stderr:
@@ -131,6 +136,19 @@ class Host:
         return problems
 
     # -------------------------------------------------------------- teardown
+    def has_traces(self):
+        """Does anything of this host exist right now (namespace, link, mount)?"""
+        rootp = str(self.root)
+        return (
+            self.netns_file.exists()
+            or self.uts_file.exists()
+            or Path(f"/sys/class/net/{self.veth}").exists()
+            or any(
+                m[0] == rootp or m[0].startswith(rootp + "/") or m[2] == self.tag or m[2].startswith(self.tag + "-")
+                for m in mounts()
+            )
+        )
+
     def teardown(self):
         """Stop every process of the host, unmount everything, remove its network. Idempotent."""
         roots = {str(self.root)} | {m[0] for m in mounts() if m[2] == self.tag and m[1] == "overlay"}
@@ -142,8 +160,11 @@ class Host:
         if victims:
             kill_pids(victims)
         rootp = str(self.root)
-        umount_tree(lambda m: m[0] == rootp or m[0].startswith(rootp + "/")
-                    or m[2] == self.tag or m[2].startswith(self.tag + "-"))
+        umount_tree(
+            lambda m: (
+                m[0] == rootp or m[0].startswith(rootp + "/") or m[2] == self.tag or m[2].startswith(self.tag + "-")
+            )
+        )
         if self.netns_file.exists():
             run(["ip", "netns", "del", self.netns], check=False, capture=True)
             if self.netns_file.exists():
@@ -175,8 +196,11 @@ class Host:
         _sysctl_file(f"/proc/sys/net/ipv6/conf/{self.veth}/disable_ipv6", "1")
         run(["ip", "link", "set", self.veth, "master", BRIDGE, "up"], capture=True)
         ns = ["nsenter", f"--net={self.netns_file}"]
-        run(ns + ["sh", "-c", "for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do echo 1 > $f; done"],
-            check=False, capture=True)
+        run(
+            ns + ["sh", "-c", "for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do echo 1 > $f; done"],
+            check=False,
+            capture=True,
+        )
         run(["ip", "-n", self.netns, "addr", "add", f"{self.address}/24", "dev", "eth0"], capture=True)
         run(["ip", "-n", self.netns, "link", "set", "eth0", "up"], capture=True)
         run(["ip", "-n", self.netns, "link", "set", "lo", "up"], capture=True)
@@ -186,9 +210,15 @@ class Host:
 
     def _setup_mounts(self, base, fresh):
         info = _read_json(self.marker)
-        why = ("--fresh" if fresh else "new base" if info.get("base") != base.name
-               else "baseline config in lab/asterisk changed" if info.get("baseline") != baseline_hash(self)
-               else None)
+        why = (
+            "--fresh"
+            if fresh
+            else "new base"
+            if info.get("base") != base.name
+            else "baseline config in lab/asterisk changed"
+            if info.get("baseline") != baseline_hash(self)
+            else None
+        )
         if why:
             if self.upper.exists() or self.work.exists():
                 log(f"{self.name}: {why}: starting from a clean overlay (baseline config only)")
@@ -199,28 +229,77 @@ class Host:
         for d in (self.upper, self.work, self.root):
             d.mkdir(parents=True, exist_ok=True)
         r = self.root
-        run(["mount", "-t", "overlay", self.tag, "-o",
-             f"lowerdir={base},upperdir={self.upper},workdir={self.work}", str(r)], capture=True)
+        run(
+            [
+                "mount",
+                "-t",
+                "overlay",
+                self.tag,
+                "-o",
+                f"lowerdir={base},upperdir={self.upper},workdir={self.work}",
+                str(r),
+            ],
+            capture=True,
+        )
         run(["mount", "-t", "proc", "-o", "nosuid,nodev,noexec", f"{self.tag}-proc", str(r / "proc")], capture=True)
         # sysfs mounted from inside the namespace shows the host's own network devices
-        run(["nsenter", f"--net={self.netns_file}", "mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec",
-             f"{self.tag}-sys", str(r / "sys")], check=False, capture=True)
+        run(
+            [
+                "nsenter",
+                f"--net={self.netns_file}",
+                "mount",
+                "-t",
+                "sysfs",
+                "-o",
+                "ro,nosuid,nodev,noexec",
+                f"{self.tag}-sys",
+                str(r / "sys"),
+            ],
+            check=False,
+            capture=True,
+        )
         run(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,size=1m", f"{self.tag}-dev", str(r / "dev")], capture=True)
-        for name, minor_major in {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
-                                  "urandom": (1, 9), "tty": (5, 0)}.items():
+        for name, minor_major in {
+            "null": (1, 3),
+            "zero": (1, 5),
+            "full": (1, 7),
+            "random": (1, 8),
+            "urandom": (1, 9),
+            "tty": (5, 0),
+        }.items():
             p = r / "dev" / name
             os.mknod(p, 0o666 | stat.S_IFCHR, os.makedev(*minor_major))
             os.chmod(p, 0o666)
         (r / "dev/pts").mkdir()
         (r / "dev/shm").mkdir()
-        run(["mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,gid=5", f"{self.tag}-pts",
-             str(r / "dev/pts")], capture=True)
-        run(["mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", f"{self.tag}-shm", str(r / "dev/shm")], capture=True)
-        for link, target in {"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
-                             "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}.items():
+        run(
+            [
+                "mount",
+                "-t",
+                "devpts",
+                "-o",
+                "newinstance,ptmxmode=0666,mode=0620,gid=5",
+                f"{self.tag}-pts",
+                str(r / "dev/pts"),
+            ],
+            capture=True,
+        )
+        run(
+            ["mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", f"{self.tag}-shm", str(r / "dev/shm")],
+            capture=True,
+        )
+        for link, target in {
+            "ptmx": "pts/ptmx",
+            "fd": "/proc/self/fd",
+            "stdin": "/proc/self/fd/0",
+            "stdout": "/proc/self/fd/1",
+            "stderr": "/proc/self/fd/2",
+        }.items():
             os.symlink(target, r / "dev" / link)
-        run(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev,size=64m", f"{self.tag}-run", str(r / "run")],
-            capture=True)
+        run(
+            ["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev,size=64m", f"{self.tag}-run", str(r / "run")],
+            capture=True,
+        )
         uid, gid = self._asterisk_ids()
         for d, mode, owner in (("sshd", 0o755, (0, 0)), ("asterisk", 0o755, (uid, gid)), ("lock", 0o1777, (0, 0))):
             p = r / "run" / d
@@ -251,12 +330,13 @@ class Host:
             os.chmod(p, 0o644)
         (r / "etc/hostname").write_text(self.name + "\n")
         (r / "etc/hosts").write_text(
-            "# written by the followme lab\n127.0.0.1\tlocalhost\n"
-            f"{self.address}\t{self.name}\n{GATEWAY}\tgateway\n"
+            f"# written by the followme lab\n127.0.0.1\tlocalhost\n{self.address}\t{self.name}\n{GATEWAY}\tgateway\n"
         )
         run(["chroot", str(r), "ssh-keygen", "-A"], capture=True, env=DAEMON_ENV)
-        _write_json(self.marker, {"base": base.name, "baseline": baseline_hash(self),
-                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        _write_json(
+            self.marker,
+            {"base": base.name, "baseline": baseline_hash(self), "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        )
 
     def _write_files(self, pubkey):
         """Lab plumbing rewritten on every start: sshd settings and root's key."""
@@ -282,8 +362,15 @@ class Host:
     def _spawn(self, name, argv):
         logf = self.dir / f"{name}.start.log"
         with open(logf, "w") as f:
-            p = run(["nsenter", f"--net={self.netns_file}", f"--uts={self.uts_file}", "chroot", str(self.root)] + argv,
-                    check=False, env=DAEMON_ENV, stdout=f, stderr=f, start_new_session=True, timeout=60)
+            p = run(
+                ["nsenter", f"--net={self.netns_file}", f"--uts={self.uts_file}", "chroot", str(self.root)] + argv,
+                check=False,
+                env=DAEMON_ENV,
+                stdout=f,
+                stderr=f,
+                start_new_session=True,
+                timeout=60,
+            )
         if p.returncode != 0:
             raise RuntimeError(f"{self.name}: {name} failed to start ({p.returncode}): {logf.read_text()[-2000:]}")
 
@@ -328,18 +415,18 @@ def known_indices():
     found = set()
     if NETNS_DIR.is_dir():
         for p in NETNS_DIR.glob("fmlab-pbx*"):
-            found.add(p.name[len("fmlab-pbx"):])
+            found.add(p.name[len("fmlab-pbx") :])
     if UTS_DIR.is_dir():
         for p in UTS_DIR.glob("pbx*.uts"):
-            found.add(p.name[len("pbx"):-len(".uts")])
+            found.add(p.name[len("pbx") : -len(".uts")])
     for p in Path("/sys/class/net").glob("fmlab-v*"):
-        found.add(p.name[len("fmlab-v"):])
+        found.add(p.name[len("fmlab-v") :])
     if LAB_DIR.is_dir():
         for p in LAB_DIR.glob("pbx*"):
-            found.add(p.name[len("pbx"):])
+            found.add(p.name[len("pbx") :])
     for m in mounts():
         if m[2].startswith("fmlab-pbx"):
-            found.add(m[2][len("fmlab-pbx"):].split("-")[0])
+            found.add(m[2][len("fmlab-pbx") :].split("-")[0])
     return sorted(int(i) for i in found if i.isdigit())
 
 

@@ -36,33 +36,94 @@ def main(argv=None):
 
     dport = device_port(args.host, args.extension)
     cport = caller_port_range(args.host)[0]
-    ssh = ["ssh", "-i", state["ssh_key"], "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-           "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"root@{host['address']}"]
+    ssh = [
+        "ssh",
+        "-i",
+        state["ssh_key"],
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "BatchMode=yes",
+        f"root@{host['address']}",
+    ]
     common = ["-i", GATEWAY, "-nostdin", "-timeout", "30s", "-timeout_error", "-trace_msg", "-trace_err"]
     ok = False
     with tempfile.TemporaryDirectory(prefix="fmlab-smoke-") as tmp:
         tmpp = Path(tmp)
         # The device: built-in UAS. -aa answers the PBX's qualify OPTIONS (each one
         # would count as a "call", so no -m here: we stop it ourselves).
-        uas = subprocess.Popen(["sipp", "-sn", "uas", "-p", str(dport), "-mp", str(30000 + dport % 10000),
-                                "-aa", "-message_file", "uas.log", "-error_file", "uas.err"] + common,
-                               cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        uas = subprocess.Popen(
+            [
+                "sipp",
+                "-sn",
+                "uas",
+                "-p",
+                str(dport),
+                "-mp",
+                str(30000 + dport % 10000),
+                "-aa",
+                "-message_file",
+                "uas.log",
+                "-error_file",
+                "uas.err",
+            ]
+            + common,
+            cwd=tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             # PJSIP refuses to dial a contact it last saw Unreachable: re-qualify and wait.
             t0 = time.monotonic()
             reachable = False
             while time.monotonic() - t0 < 15 and not reachable:
-                out = subprocess.run(ssh + [f"asterisk -rx 'pjsip qualify {args.extension}' >/dev/null; sleep 0.3; "
-                                            f"asterisk -rx 'pjsip show contacts'"],
-                                     capture_output=True, text=True, timeout=20).stdout
+                out = subprocess.run(
+                    ssh
+                    + [
+                        f"asterisk -rx 'pjsip qualify {args.extension}' >/dev/null; sleep 0.3; "
+                        f"asterisk -rx 'pjsip show contacts'"
+                    ],
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                ).stdout
                 reachable = any(f"{args.extension}/sip:" in line and " Avail " in line for line in out.splitlines())
-            print(f"smoke: device {args.extension} reachable from {host['name']}: {reachable} "
-                  f"({time.monotonic() - t0:.1f} s)")
+            print(
+                f"smoke: device {args.extension} reachable from {host['name']}: {reachable} "
+                f"({time.monotonic() - t0:.1f} s)"
+            )
             t0 = time.monotonic()
-            uac = subprocess.run(["sipp", f"{host['address']}:5060", "-sf", str(HERE / "sipp" / "caller.xml"),
-                                  "-s", f"*{args.extension}", "-p", str(cport), "-mp", str(30000 + cport % 10000),
-                                  "-m", "1", "-message_file", "uac.log", "-error_file", "uac.err"] + common,
-                                 cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+            uac = subprocess.run(
+                [
+                    "sipp",
+                    f"{host['address']}:5060",
+                    "-sf",
+                    str(HERE / "sipp" / "caller.xml"),
+                    "-s",
+                    f"*{args.extension}",
+                    "-p",
+                    str(cport),
+                    "-mp",
+                    str(30000 + cport % 10000),
+                    "-m",
+                    "1",
+                    "-message_file",
+                    "uac.log",
+                    "-error_file",
+                    "uac.err",
+                ]
+                + common,
+                check=False,
+                cwd=tmp,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+            )
             elapsed = time.monotonic() - t0
             # the UAS sees the PBX's BYE right after the caller's: give it a moment
             deadline = time.monotonic() + 5
@@ -82,9 +143,11 @@ def main(argv=None):
         got_invite = f"INVITE sip:{args.extension}@{GATEWAY}:{dport}" in uas_log
         got_bye = "BYE sip:" in uas_log
         ok = uac.returncode == 0 and got_invite and got_bye
-        print(f"smoke: {host['name']}: caller -> *{args.extension} -> device at {GATEWAY}:{dport}: "
-              f"caller rc={uac.returncode}, device got INVITE={got_invite}, BYE={got_bye}, "
-              f"{elapsed:.1f} s: {'OK' if ok else 'FAILED'}")
+        print(
+            f"smoke: {host['name']}: caller -> *{args.extension} -> device at {GATEWAY}:{dport}: "
+            f"caller rc={uac.returncode}, device got INVITE={got_invite}, BYE={got_bye}, "
+            f"{elapsed:.1f} s: {'OK' if ok else 'FAILED'}"
+        )
         if not ok:
             for name in ("uac.log", "uac.err", "uas.log", "uas.err"):
                 p = tmpp / name

@@ -1,6 +1,7 @@
 """Small helpers: running commands, logging, reading mounts and processes."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ def log(msg):
     print(f"[lab] {msg}", file=sys.stderr, flush=True)
 
 
-def run(cmd, check=True, capture=False, timeout=None, env=None, quiet=False, **kw):
+def run(cmd, *, check=True, capture=False, timeout=None, env=None, quiet=False, **kw):
     """Run a command (a list). Returns CompletedProcess; raises on failure if check."""
     if capture:
         kw.setdefault("stdout", subprocess.PIPE)
@@ -25,7 +26,7 @@ def run(cmd, check=True, capture=False, timeout=None, env=None, quiet=False, **k
         kw.setdefault("stdout", subprocess.DEVNULL)
         kw.setdefault("stderr", subprocess.DEVNULL)
     kw.setdefault("stdin", subprocess.DEVNULL)
-    p = subprocess.run(cmd, text=True, timeout=timeout, env=env, **kw)
+    p = subprocess.run(cmd, check=False, text=True, timeout=timeout, env=env, **kw)
     if check and p.returncode != 0:
         err = (p.stderr or "").strip() if capture else ""
         raise RuntimeError(f"command failed ({p.returncode}): {' '.join(map(str, cmd))}\n{err}")
@@ -36,8 +37,8 @@ def _unescape(field):
     # mountinfo escapes space, tab, newline and backslash as \ooo
     out, i = [], 0
     while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
             i += 4
         else:
             out.append(field[i])
@@ -115,7 +116,6 @@ def pids_matching(root=None, netns_file=None):
 
 def kill_pids(found, grace=3.0):
     """SIGTERM, wait up to `grace` seconds, then SIGKILL what is left."""
-    import signal
 
     found = set(found)
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 3.0)):
