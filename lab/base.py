@@ -23,6 +23,7 @@ PACKAGES = [
     "openssh-server",
     "python3",  # for Ansible
     "procps",
+    "iproute2",  # ip: Ansible network facts
 ]
 APT_OPTIONS = [
     # the sid Release file seen here is past its Valid-Until date
@@ -90,18 +91,20 @@ def ensure():
     _remove(base)
     os.rename(tmp, base)
     log(f"base built in {time.monotonic() - t0:.0f} s")
-    prune(keep=base)
     return base
 
 
 def prune(keep):
-    """Remove other cached bases that no mount uses any more."""
+    """Remove other cached bases (and their build logs) that no mount uses any more."""
     in_use = " ".join(m[3] for m in mounts() if m[1] == "overlay")
     for old in CACHE_DIR.glob("base-*"):
-        if old == keep or not old.is_dir() or str(old) in in_use:
+        if old.name.startswith(keep.name) or f"lowerdir={old}" in in_use:
             continue
         log(f"removing old base {old}")
-        _remove(old)
+        if old.is_dir():
+            _remove(old)
+        else:
+            old.unlink()
 
 
 def _remove(path):

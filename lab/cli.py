@@ -103,6 +103,7 @@ def up(n, fresh=False):
             log(f"{h.name}: up ({h.address})")
         _write_state(hosts)
         _write_inventory(hosts)
+        base.prune(keep=base_dir)
     log(f"lab up: {n} host(s) in {time.monotonic() - t0:.1f} s; state in {STATE}")
     return 0
 
