@@ -52,6 +52,16 @@ def free_port(ip: str, candidates) -> int:
     raise LabError(f"no free UDP port on {ip} among {candidates!r}")
 
 
+def media_port_for(sip_port: int) -> int | None:
+    """SIPp binds an RTP echo socket pair (audio at -mp, video at -mp + 2) even
+    when no media flows; left to itself it scans up from 6000 (100 tries).
+    Agents on the lab's port plan (20000..24999) get a fixed, disjoint pair:
+    30000 + 4 * (sip_port - 20000)."""
+    if 20000 <= sip_port < 25000:
+        return 30000 + 4 * (sip_port - 20000)
+    return None
+
+
 class SippAgent:
     """One SIPp process running a generated scenario.
 
@@ -89,6 +99,9 @@ class SippAgent:
         cmd = [SIPP, "-sf", str(self.scenario_path), "-i", self.ip, "-p", str(self.port),
                "-trace_msg", "-message_file", str(self.trace_path),
                "-nostdin", "-timeout", f"{int(self.lifetime)}s"]
+        media = media_port_for(self.port)
+        if media:
+            cmd += ["-mp", str(media)]
         if self.remote:
             cmd[1:1] = [self.remote]
             cmd += ["-m", "1"]

@@ -22,6 +22,7 @@ from .trace import Headers, SipMessage, display_name, uri_user
 
 CARRIER = "carrier"
 CALLER = "caller"
+CHANNEL_QUERY_DELAY = 0.3  # s after the caller's 2xx: when place_call looks at its channel
 
 # --- Asterisk state ----------------------------------------------------------
 _CONTACT_RE = re.compile(r"^\s*Contact:\s+(\S+?)/(\S+)\s+[0-9a-f]+\s+(\S+)\s+(\S+)\s*$", re.M)
@@ -382,6 +383,7 @@ def place_call(host: Host | Mapping[str, Any], extension: str,
                     raise LabError(f"{name} is occupied (occupy()); pass the Occupied object as its "
                                    f"behaviour, not {what}")
                 agent = occ.agent
+                plan[name] = occ
             elif not what.listens:
                 expected[name] = "Unavail"
                 continue
@@ -413,6 +415,7 @@ def place_call(host: Host | Mapping[str, Any], extension: str,
         status = None
         answered_mono = None
         channel_info = None
+        query_at = None
         timed_out = False
         hung_up_at = None
         while caller.running:
@@ -422,7 +425,13 @@ def place_call(host: Host | Mapping[str, Any], extension: str,
                 if status is not None:
                     answered_mono = now
                     if 200 <= status < 300:
-                        channel_info = _new_caller_channel(host, before)
+                        # Where is the caller's channel? Asked a moment after the
+                        # answer (Answer() → Wait() has moved on by then), while
+                        # the caller still holds the call.
+                        query_at = now + min(CHANNEL_QUERY_DELAY, hold / 2)
+            if query_at is not None and now >= query_at:
+                query_at = None
+                channel_info = _new_caller_channel(host, before)
             if status is None and now - begun > timeout and hung_up_at is None:
                 timed_out = True
                 hung_up_at = now
@@ -542,6 +551,8 @@ def occupy(host: Host | Mapping[str, Any], extension: str, then: Behaviour | Non
                 if chan:
                     _hangup(host, chan)
                 caller.wait(5)
+        except LabError:
+            pass  # the PBX is gone (lab restarted?): stopping the agents is all that is left
         finally:
             if caller is not None:
                 caller.stop()

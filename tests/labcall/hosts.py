@@ -131,8 +131,12 @@ def _ssh_options(host: Host) -> list[str]:
         "-i", key,
         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
         "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
-        "-o", f"ControlPath={_CONTROL_DIR}/%C",
+        "-o", f"ControlPath={_control_path(host)}",
     ]
+
+
+def _control_path(host: Host) -> Path:
+    return _CONTROL_DIR / f"root@{host.address}"
 
 
 def _ssh_base(host: Host) -> list[str]:
@@ -144,10 +148,18 @@ def _ensure_master(host: Host) -> None:
     """Start the host's ControlMaster once, detached and with its stdio on
     /dev/null (a master started by `ControlMaster=auto` from a command whose
     output is captured keeps that pipe open, and the caller hangs)."""
+    path = _control_path(host)
     with _masters_lock:
-        if host.address in _masters:
+        if host.address in _masters and path.exists():
             return
         _masters.add(host.address)
+    if path.exists():
+        check = subprocess.run(["ssh", *_ssh_options(host), "-O", "check", f"root@{host.address}"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=10, check=False)
+        if check.returncode == 0:
+            return
+        path.unlink(missing_ok=True)  # stale: its master died (lab restarted?)
     subprocess.run(["ssh", *_ssh_options(host), "-o", "ControlMaster=yes", "-o", "ControlPersist=600",
                     "-f", "-N", f"root@{host.address}"],
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
