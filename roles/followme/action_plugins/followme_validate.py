@@ -1,10 +1,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Action plugin: validate the follow-me declarations of every PBX host, on the controller.
+"""Action plugin: validate the follow-me declarations of a PBX host, on the controller.
 
-It never connects to a host: it reads the hosts' variables from the inventory,
+It never connects to the host: it reads the host's variables from the inventory,
 checks them against the role's JSON Schema and the cross-checks, and returns
-every error of every host at once, or each host's complete declarations and
-call plans. Run it once per play (run_once: true).
+every error, or prints each extension's call plan (with -v).
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import sys
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 # The pure-Python core lives in the role's module_utils (shipped to hosts by AnsiballZ for the
 # module); on the controller it is imported from there directly.
@@ -21,22 +21,20 @@ _MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 if _MODULE_UTILS not in sys.path:
     sys.path.insert(0, _MODULE_UTILS)
 
-from followme.declarations import VARIABLES, check_hosts, load_schema  # noqa: E402
+from followme.declarations import VARIABLES, Checker, load_schema  # noqa: E402
 from followme.plan import build_plans  # noqa: E402
 
 DOCUMENTATION = r"""
 ---
 action: followme_validate
-short_description: Validate follow-me declarations of PBX hosts on the controller
+short_description: Validate the follow-me declarations of a PBX host on the controller
 description:
   - Checks C(followme), C(followme_defaults), C(followme_known_extensions), C(followme_external_allow) and
-    C(followme_external_deny) of every host against the role's JSON Schema, then the cross-checks
-    (no_answer loops, known extensions, toll-fraud policy). Never connects to a host.
+    C(followme_external_deny) of the host against the role's JSON Schema, then the cross-checks
+    (no_answer loops, known extensions, toll-fraud policy). Never connects to the host.
+  - Every host of the play is checked in the same task, in parallel forks, so one run reports every error
+    of every host; with C(any_errors_fatal) no host is touched when any host has an error.
 options:
-  hosts:
-    description: Hosts to check. Default is every host of group C(pbx) and of the play.
-    type: list
-    elements: str
   schema:
     description: Path of the JSON Schema. Default is the role's C(files/followme.schema.json).
     type: path
@@ -45,46 +43,49 @@ options:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("hosts", "schema"))
+    _VALID_ARGS = frozenset(("schema",))
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        args = self._task.args
-        hosts = args.get("hosts")
-        if hosts is None:
-            hosts = sorted(set(task_vars.get("groups", {}).get("pbx", []))
-                           | set(task_vars.get("ansible_play_hosts_all", [])))
-        schema_path = args.get("schema") or self._find_needle("files", "followme.schema.json")
+        schema_path = self._task.args.get("schema") or self._find_needle("files", "followme.schema.json")
         try:
             schema = load_schema(schema_path)
         except (OSError, ValueError) as exc:
             raise AnsibleActionFail(f"cannot read the followme schema {schema_path}: {exc}") from exc
 
-        hostvars = task_vars.get("hostvars", {})
-        variables = {}
-        for host in hosts:
-            if host not in hostvars:
-                raise AnsibleActionFail(f"host {host} is not in the inventory")
-            host_vars = hostvars[host]
-            variables[host] = {name: _plain(host_vars[name]) for name in VARIABLES if name in host_vars}
-
-        declarations, errors = check_hosts(schema, variables)
+        host = task_vars.get("inventory_hostname", "?")
+        # Values as the inventory holds them; only variables that hold a template are templated.
+        variables = {name: _plain(self._templar.template(task_vars[name]) if _has_template(task_vars[name])
+                                  else task_vars[name])
+                     for name in VARIABLES if name in task_vars}
+        declarations, errors = Checker(schema).check_host(host, variables)
         result["changed"] = False
-        result["hosts"] = sorted(variables)
         if errors:
             result["failed"] = True
             result["errors"] = [str(error) for error in errors]
-            result["msg"] = (f"{len(errors)} follow-me error(s); nothing was changed on any host:\n"
+            result["msg"] = (f"{len(errors)} follow-me error(s) on {host}; nothing is changed on any host:\n"
                              + "\n".join(result["errors"]))
             return result
-        result["declarations"] = declarations
-        result["plans"] = {host: {extension: plan.describe() for extension, plan in build_plans(found).items()}
-                           for host, found in declarations.items()}
-        count = sum(len(found) for found in declarations.values())
-        result["msg"] = f"{count} follow-me declaration(s) of {len(variables)} host(s) are valid"
+        plans = build_plans(declarations)
+        display = Display()
+        if display.verbosity >= 1:
+            for plan in plans.values():
+                display.display(f"{host}: {plan.describe()}")
+        result["msg"] = (f"{len(declarations)} follow-me declaration(s) valid on {host}, "
+                         f"{len(plans)} enabled")
         return result
+
+
+def _has_template(value) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(_has_template(key) or _has_template(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_template(item) for item in value)
+    return False
 
 
 def _plain(value):

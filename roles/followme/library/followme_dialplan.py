@@ -29,11 +29,16 @@ author:
 options:
   declarations:
     description:
-      - Complete, validated declarations keyed by extension, as the role's C(followme_validate) action returns
-        them (C(followme_defaults) and schema defaults already merged in).
+      - The host's follow-me declarations keyed by extension (the C(followme) variable), validated beforehand
+        by the role's C(followme_validate) action (see schemas/followme.schema.json).
+      - On the controller, O(defaults) and then the schema's defaults are merged under each declaration.
       - Declarations with C(enabled=false) are left out of the dialplan, so the site's normal handling applies.
     type: dict
     required: true
+  defaults:
+    description: Fields merged under every declaration (the C(followme_defaults) variable).
+    type: dict
+    default: {}
   context:
     description: Context calls enter follow-me at (C(<extension>@<context>)); the shared subroutines are named after it.
     type: str
@@ -122,7 +127,8 @@ EXAMPLES = r"""
 
 - name: What would change, without touching the PBX
   followme_dialplan:
-    declarations: "{{ __followme_declarations }}"
+    declarations: "{{ followme }}"
+    defaults: "{{ followme_defaults }}"
   check_mode: true
   diff: true
 """
@@ -250,6 +256,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             declarations=dict(type="dict", required=True),
+            defaults=dict(type="dict", default={}),
             context=dict(type="str", default="followme"),
             device=dict(type="str", default="PJSIP/{extension}"),
             outbound_context=dict(type="str", default="from-internal"),

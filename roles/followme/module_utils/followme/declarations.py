@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+import fastjsonschema
 import jsonschema
 from jsonschema import Draft7Validator, ValidationError
 
@@ -88,34 +89,59 @@ class Checker:
         self.schema = schema
         StrictValidator.check_schema(schema)
         self._validator = StrictValidator(schema)
+        # A compiled validator of one declaration: the fast path for the common, valid case.
+        # Whatever it lets through must also satisfy StrictValidator; what it rejects gets
+        # jsonschema's detailed errors. It is as lenient as draft-07 on 7.0 as an integer,
+        # so values with floats always take the detailed path (no field accepts a float).
+        self._fast = fastjsonschema.compile({"$ref": "#/definitions/declaration",
+                                             "definitions": schema["definitions"]}, use_default=False)
+        self._extension = re.compile(schema["definitions"]["extension"]["pattern"].rstrip("$") + r"\Z")
         self._field_defaults = {
             name: spec["default"]
             for name, spec in schema["definitions"]["fields"]["properties"].items()
             if "default" in spec
         }
 
+    def complete(self, extension: str, declaration: Mapping, defaults: Mapping) -> dict:
+        """A declaration with followme_defaults merged under it, then the schema's defaults."""
+        merged = {**self._field_defaults, **defaults, **declaration}
+        merged.setdefault("no_answer", {"voicemail": extension})
+        return merged
+
+    def _valid_declaration(self, extension, declaration) -> bool:
+        if not (isinstance(extension, str) and self._extension.match(extension)) or _has_float(declaration):
+            return False
+        try:
+            self._fast(declaration)
+        except fastjsonschema.JsonSchemaException:
+            return False
+        return True
+
     # -- one host -----------------------------------------------------------------------
     def check_host(self, host: str, variables: Mapping[str, Any]) -> tuple[dict[str, dict], list[DeclarationError]]:
         """Return the host's complete declarations (enabled or not) and every error found."""
         variables = {name: variables[name] for name in VARIABLES if name in variables}
-        errors = [self._error(host, e) for e in self._validator.iter_errors(variables)]
+        followme = variables.get("followme", {})
+        if isinstance(followme, Mapping):
+            rest = {name: value for name, value in variables.items() if name != "followme"}
+            errors = [self._error(host, e) for e in self._validator.iter_errors(rest)]
+            for extension, declaration in followme.items():
+                if not self._valid_declaration(extension, declaration):
+                    errors.extend(self._error(host, e)
+                                  for e in self._validator.iter_errors({"followme": {extension: declaration}}))
+        else:
+            errors = [self._error(host, e) for e in self._validator.iter_errors(variables)]
         policy = {name: variables.get(name, copy.deepcopy(self.schema["properties"][name]["default"]))
                   for name in POLICY_VARIABLES}
         allow, deny = self._compile(host, policy, errors)
 
-        followme = variables.get("followme", {})
         defaults = variables.get("followme_defaults", {})
         if not isinstance(followme, Mapping) or not isinstance(defaults, Mapping):
             return {}, _unique(errors)
         complete: dict[str, dict] = {}
         for extension, declaration in followme.items():
-            if not isinstance(extension, str) or not isinstance(declaration, Mapping):
-                continue  # already reported by the schema
-            merged = {**self._field_defaults, **defaults, **declaration}
-            merged.setdefault("no_answer", {"voicemail": extension})
-            if "list" not in merged:
-                continue  # "missing required field" already reported
-            complete[extension] = merged
+            if isinstance(extension, str) and isinstance(declaration, Mapping) and "list" in declaration:
+                complete[extension] = self.complete(extension, declaration, defaults)
         # Cross-checks read values the schema has vouched for: leave out the declarations
         # with errors of their own (all of them when followme_defaults has one).
         tainted = {error.extension for error in errors}
@@ -269,6 +295,16 @@ def _loops(host: str, declarations: Mapping[str, dict]) -> Iterable[DeclarationE
                                "no_answer chain loops back: " + " -> ".join(rotated + [first])
                                + ". Accepted: a chain that ends (voicemail, hangup, goto, or an extension "
                                "without an enabled follow-me)")
+
+
+def _has_float(value) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_float(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_float(item) for item in value)
+    return False
 
 
 def _narrow(error: ValidationError) -> ValidationError:
