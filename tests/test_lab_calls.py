@@ -12,9 +12,7 @@ import shutil
 import time
 
 import pytest
-
-from labcall import (answer, answer_and_press, busy, device_state, occupy, parse_trace, place_call,
-                     ring, unreachable)
+from labcall import answer, answer_and_press, busy, device_state, occupy, parse_trace, place_call, ring, unreachable
 from labcall.agents import SippAgent, free_port
 from labcall.scenarios import uac_scenario
 from labcall.trace import display_name, uri_user

@@ -11,17 +11,41 @@ See README.md beside this file.
 """
 
 from .agents import SippAgent, stop_all
-from .behaviours import (Behaviour, answer, answer_and_press, answer_silent, busy, ring,
-                         unreachable)
-from .call import (CARRIER, CALLER, CallResult, Event, Occupied, caller_channels, device_state,
-                   ensure_contacts, occupy, parse_channels, parse_contacts, place_call)
-from .hosts import (EXTENSIONS, GATEWAY, Host, LabError, asterisk_rx, caller_port_range,
-                    carrier_port, device_port, get_host, lab_hosts, load_state, ssh)
+from .behaviours import Behaviour, answer, answer_and_press, answer_silent, busy, ring, unreachable
+from .call import (
+    CALLER,
+    CARRIER,
+    Answer,
+    CallResult,
+    Event,
+    Occupied,
+    caller_channels,
+    device_state,
+    ensure_contacts,
+    occupy,
+    parse_channels,
+    parse_contacts,
+    place_call,
+)
+from .hosts import (
+    EXTENSIONS,
+    GATEWAY,
+    Host,
+    LabError,
+    asterisk_rx,
+    caller_port_range,
+    carrier_port,
+    device_port,
+    get_host,
+    lab_hosts,
+    load_state,
+    ssh,
+)
 from .trace import Headers, SipMessage, display_name, parse_trace, read_trace, uri_user
 
 __all__ = [
     "Behaviour", "answer", "answer_and_press", "answer_silent", "busy", "ring", "unreachable",
-    "place_call", "occupy", "CallResult", "Event", "Occupied", "CARRIER", "CALLER",
+    "place_call", "occupy", "Answer", "CallResult", "Event", "Occupied", "CARRIER", "CALLER",
     "device_state", "ensure_contacts", "caller_channels", "parse_channels", "parse_contacts",
     "Host", "LabError", "load_state", "lab_hosts", "get_host", "ssh", "asterisk_rx",
     "EXTENSIONS", "GATEWAY", "device_port", "carrier_port", "caller_port_range",

@@ -17,7 +17,7 @@ from .trace import SipMessage, read_trace
 
 SIPP = os.environ.get("LABCALL_SIPP", "sipp")
 
-_live: set["SippAgent"] = set()
+_live: set[SippAgent] = set()
 _live_lock = threading.Lock()
 
 
@@ -109,7 +109,7 @@ class SippAgent:
                 cmd += ["-s", self.service]
         return cmd
 
-    def start(self, wait_bound: float = 5.0) -> "SippAgent":
+    def start(self, wait_bound: float = 5.0) -> SippAgent:
         if self.proc is not None:
             raise RuntimeError(f"agent {self.name} already started")
         if shutil.which(SIPP) is None:

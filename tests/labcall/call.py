@@ -146,6 +146,11 @@ class Event:
         return display_name(self.headers.get("From"))
 
     @property
+    def in_dialog(self) -> bool:
+        """A request inside an established dialog (its To has a tag): a re-INVITE, not a new call."""
+        return self.is_request and re.search(r";\s*tag=", self.headers.get("To") or "", re.I) is not None
+
+    @property
     def user(self) -> str | None:
         """User part of the Request-URI (requests)."""
         return uri_user(self.request_uri)
@@ -180,7 +185,9 @@ class CallResult:
     caller_channel: dict[str, str] | None = None  # the caller's channel while answered
     answer_time: float | None = None              # t when the caller got its 2xx
     timed_out: bool = False
-    started_at: datetime | None = None
+    started_at: datetime | None = None            # wall clock of t = 0 (the caller's INVITE)
+    answers: list[Answer] = field(default_factory=list)  # every ACKed 2xx of an agent, kept or not
+    workdir: Path | None = None  # scenarios and traces, kept with LABCALL_KEEP=1
 
     # --- queries ------------------------------------------------------------
     def for_agent(self, agent: str) -> list[Event]:
@@ -195,8 +202,12 @@ class CallResult:
                 and (direction is None or e.direction == direction)]
 
     def invites(self, agent: str) -> list[float]:
-        """Times of the INVITEs the agent got (the caller: sent)."""
-        return self.times(agent, "INVITE")
+        """Times of the dialog-creating INVITEs the agent got (the caller: sent);
+        re-INVITEs inside a dialog are left out (see reinvites)."""
+        return [e.t for e in self.requests(agent, "INVITE") if not e.in_dialog]
+
+    def reinvites(self, agent: str) -> list[float]:
+        return [e.t for e in self.requests(agent, "INVITE") if e.in_dialog]
 
     def cancels(self, agent: str) -> list[float]:
         return self.times(agent, "CANCEL")
@@ -209,14 +220,15 @@ class CallResult:
         return self.times(agent, "INFO")
 
     def invite_events(self, agent: str) -> list[Event]:
-        return self.requests(agent, "INVITE")
+        """The dialog-creating INVITEs of the agent (Request-URI, headers…)."""
+        return [e for e in self.requests(agent, "INVITE") if not e.in_dialog]
 
     @property
     def rung(self) -> list[str]:
         """Agents that got at least one INVITE, in order of their first one."""
         order: list[str] = []
         for e in self.events:
-            if e.method_or_status == "INVITE" and e.direction == "in" and e.agent not in order:
+            if e.method_or_status == "INVITE" and e.direction == "in" and not e.in_dialog and e.agent not in order:
                 order.append(e.agent)
         return order
 
@@ -258,10 +270,19 @@ def _to_events(agent: str, messages: list[SipMessage], t0: datetime) -> list[Eve
     return events
 
 
-def _answered_by(events: list[Event]) -> str | None:
-    """The agent whose 2xx to an INVITE was ACKed and whose dialog lasted longest."""
-    best, best_len = None, -1.0
-    end = max((e.t for e in events), default=0.0)
+@dataclass(frozen=True)
+class Answer:
+    """An agent's 2xx to an INVITE that the PBX ACKed: the dialog ran from `t`
+    (the 2xx) to `ended` (its first BYE, or None if none was seen)."""
+
+    agent: str
+    t: float
+    ended: float | None
+    call_id: str | None
+
+
+def _answers(events: list[Event]) -> list[Answer]:
+    out = []
     for ok in events:
         if (ok.agent == CALLER or ok.direction != "out" or ok.is_request
                 or ok.cseq_method != "INVITE" or not 200 <= (ok.status or 0) < 300):
@@ -269,15 +290,33 @@ def _answered_by(events: list[Event]) -> str | None:
         same = [e for e in events if e.agent == ok.agent and e.call_id == ok.call_id and e.t >= ok.t]
         if not any(e.method_or_status == "ACK" and e.direction == "in" for e in same):
             continue
+        if any(a.agent == ok.agent and a.call_id == ok.call_id for a in out):
+            continue  # a re-INVITE's 200 in the same dialog
         byes = [e.t for e in same if e.method_or_status == "BYE"]
-        length = (min(byes) if byes else end) - ok.t
+        out.append(Answer(agent=ok.agent, t=ok.t, ended=min(byes) if byes else None, call_id=ok.call_id))
+    return out
+
+
+KEPT_MARGIN = 0.5  # s: a dialog that ended this close to the caller's end counts as kept
+
+
+def _answered_by(events: list[Event], answers: list[Answer]) -> str | None:
+    """The agent whose answered dialog was kept until the caller's call ended
+    (a device that answered and was then hung up by the PBX, e.g. after
+    declining, does not count); the longest such dialog if several."""
+    caller_end = max((e.t for e in events if e.agent == CALLER), default=0.0)
+    best, best_len = None, -1.0
+    for a in answers:
+        if a.ended is not None and a.ended < caller_end - KEPT_MARGIN:
+            continue
+        length = (a.ended if a.ended is not None else caller_end) - a.t
         if length > best_len:
-            best, best_len = ok.agent, length
+            best, best_len = a.agent, length
     return best
 
 
 # --- occupied devices -----------------------------------------------------------
-_occupied: dict[tuple[str, str], "Occupied"] = {}
+_occupied: dict[tuple[str, str], Occupied] = {}
 _occupied_lock = threading.Lock()
 
 
@@ -340,7 +379,7 @@ def _new_caller_channel(host: Host, before: set[str]) -> dict[str, str] | None:
     return fresh[-1] if fresh else None
 
 
-def place_call(host: Host | Mapping[str, Any], extension: str,
+def place_call(host: Host | Mapping[str, Any], extension: str,  # noqa: PLR0917 (the documented signature)
                agents: Mapping[str, Behaviour | Occupied] | None = None,
                carrier: Behaviour | Occupied | None = None, hold: float = 1.0, timeout: float = 60,
                caller_name: str = "Alice", *, ready_timeout: float = 15.0) -> CallResult:
@@ -438,7 +477,8 @@ def place_call(host: Host | Mapping[str, Any], extension: str,
                 chan = _new_caller_channel(host, before)
                 if chan:
                     _hangup(host, chan["channel"])
-            if answered_mono is not None and hold is not None and now - answered_mono > hold + 10 and hung_up_at is None:
+            overdue = answered_mono is not None and now - answered_mono > hold + 10
+            if overdue and hung_up_at is None:
                 timed_out = True
                 hung_up_at = now
                 chan = _new_caller_channel(host, before)
@@ -464,7 +504,8 @@ def place_call(host: Host | Mapping[str, Any], extension: str,
         events += _to_events(name, agent.messages(marks.get(name, 0)), t0)
     events.sort(key=lambda e: (e.t, e.agent != CALLER))
     status, status_time = _final_status(caller_msgs)
-    answered_by = _answered_by(events)
+    answers = _answers(events)
+    answered_by = _answered_by(events, answers)
     destination = None
     if status is not None and 200 <= status < 300 and answered_by is None and channel_info:
         destination = {k: channel_info[k] for k in ("context", "exten", "priority", "app", "data", "channel", "state")}
@@ -476,9 +517,11 @@ def place_call(host: Host | Mapping[str, Any], extension: str,
         behaviours={k: str(v) for k, v in plan.items()}, caller_name=caller_name,
         caller_channel=channel_info,
         answer_time=(status_time - t0).total_seconds() if status_time else None,
-        timed_out=timed_out, started_at=t0)
+        timed_out=timed_out, started_at=t0, answers=answers)
     if result_ok and not _keep_files():
         shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        result.workdir = workdir
     return result
 
 

@@ -76,7 +76,7 @@ class Host:
     gateway: str = GATEWAY
 
     @classmethod
-    def from_any(cls, host: "Host | Mapping[str, Any]", state: dict | None = None) -> "Host":
+    def from_any(cls, host: Host | Mapping[str, Any], state: dict | None = None) -> Host:
         if isinstance(host, Host):
             return host
         if not isinstance(host, Mapping):
@@ -113,7 +113,7 @@ def lab_hosts(state: dict | None = None) -> list[Host]:
 
 def get_host(name_or_index: str | int, state: dict | None = None) -> Host:
     for host in lab_hosts(state):
-        if host.name == name_or_index or host.index == name_or_index or str(host.index) == str(name_or_index):
+        if name_or_index in (host.name, host.index) or str(host.index) == str(name_or_index):
             return host
     raise LabError(f"no lab host {name_or_index!r} in {state_path()}")
 
@@ -170,7 +170,7 @@ def ssh(host: Host, command: str, *, timeout: float = 20, check: bool = True) ->
     """Run a shell command on the host (over one ControlMaster connection per host)."""
     _ensure_master(host)
     try:
-        proc = subprocess.run(_ssh_base(host) + [command], capture_output=True, text=True,
+        proc = subprocess.run(_ssh_base(host) + [command], check=False, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"ssh {host.name}: {command!r} timed out after {timeout} s") from exc
