@@ -47,11 +47,14 @@ def host_for_worker(number: int | None = None) -> Host:
 
 @pytest.fixture(scope="session")
 def lab_host() -> Host:
+    problem = None
     try:
         host = host_for_worker()
         version = asterisk_rx(host, "core show version", timeout=15)
     except LabError as exc:
-        pytest.fail(f"the lab is not usable: {exc}", pytrace=False)
+        problem = str(exc)
+    if problem:
+        pytest.fail(f"the lab is not usable: {problem}", pytrace=False)
     if "Asterisk" not in version:
         pytest.fail(f"{host.name}: Asterisk does not answer `asterisk -rx` ({version.strip()!r}); "
                     "is the lab up? (`.venv/bin/python -m lab status`)", pytrace=False)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 _SEP = "-----------------------------------------------"
-_SEP_RE = re.compile(r"^-{47}(?: (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}))?[ \t]*$", re.M)
+_SEP_RE = re.compile(r"^-{47}(?: (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6})[^\n]*)?$", re.M)
 _RECV_RE = re.compile(r"^\w+ message received \[\d+\] bytes :$")
 _SENT_RE = re.compile(r"^\w+ message sent \(\d+ bytes\):$")
 
