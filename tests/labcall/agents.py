@@ -115,8 +115,9 @@ class SippAgent:
         if shutil.which(SIPP) is None:
             raise LabError(f"{SIPP!r} not found: install sip-tester (Debian) to run lab calls")
         if _udp_bound(self.ip, self.port):
-            raise LabError(f"agent {self.name}: UDP {self.ip}:{self.port} is already in use "
-                           "(a stray SIPp from an earlier run? see `ss -lunp`)")
+            raise LabError(f"agent {self.name}: UDP {self.ip}:{self.port} is already in use (a call "
+                           "through this host by a process that does not take labcall's host lock, "
+                           "or a stray SIPp from an earlier run? see `ss -lunp`)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.scenario_path.write_text(self.scenario_xml, encoding="utf-8")
         self._stderr = open(self.stderr_path, "wb")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -340,6 +341,50 @@ class Occupied:
         return f"occupied, then {self.then}"
 
 
+# --- one call at a time per lab host -------------------------------------------------
+_held: dict[str, tuple[int, Any]] = {}
+_held_lock = threading.RLock()
+LOCK_TIMEOUT = float(os.environ.get("LABCALL_LOCK_TIMEOUT", "600"))
+
+
+@contextmanager
+def host_lock(host: Host, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the host's call lock (a flock on /tmp/labcall-lock-<address>): the
+    device ports of a host serve one call at a time, so two test runs (two
+    developers, two processes) calling through the same PBX take turns instead
+    of failing. Re-entrant inside one process (occupy() around place_call)."""
+    with _held_lock:
+        depth, fh = _held.get(host.address, (0, None))
+        if depth:
+            _held[host.address] = (depth + 1, fh)
+    if not depth:
+        fh = open(Path(tempfile.gettempdir()) / f"labcall-lock-{host.address}", "a+")  # noqa: SIM115
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    fh.close()
+                    raise LabError(f"{host.name}: another process has been calling through it for "
+                                   f"{timeout:.0f} s (lock /tmp/labcall-lock-{host.address})") from None
+                time.sleep(0.2)
+        with _held_lock:
+            _held[host.address] = (1, fh)
+    try:
+        yield
+    finally:
+        with _held_lock:
+            depth, fh = _held[host.address]
+            if depth > 1:
+                _held[host.address] = (depth - 1, fh)
+            else:
+                del _held[host.address]
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                fh.close()
+
+
 # --- placing calls ------------------------------------------------------------------
 def _workdir(host: Host, what: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"labcall-{host.name}-{what}-"))
@@ -393,8 +438,13 @@ def place_call(host: Host | Mapping[str, Any], extension: str,  # noqa: PLR0917 
     library hangs the call up in Asterisk (`channel request hangup`).
     """
     host = Host.from_any(host)
-    extension = str(extension)
-    agents = dict(agents or {})
+    with host_lock(host):
+        return _place_call(host, str(extension), dict(agents or {}), carrier, hold, timeout,
+                           caller_name, ready_timeout)
+
+
+def _place_call(host: Host, extension: str, agents: dict, carrier, hold: float, timeout: float,  # noqa: PLR0917
+                caller_name: str, ready_timeout: float) -> CallResult:
     unknown = sorted(set(agents) - set(EXTENSIONS))
     if unknown:
         raise ValueError(f"unknown device extensions {unknown}; devices are {EXTENSIONS[0]}..{EXTENSIONS[-1]}")
@@ -544,6 +594,12 @@ def occupy(host: Host | Mapping[str, Any], extension: str, then: Behaviour | Non
     then = then or ring()
     if not then.listens:
         raise ValueError("an occupied device is reachable: `then` cannot be unreachable()")
+    with host_lock(host):
+        yield from _occupy(host, extension, then, timeout, caller_name)
+
+
+def _occupy(host: Host, extension: str, then: Behaviour, timeout: float,
+            caller_name: str) -> Iterator[Occupied]:
     key = (host.address, extension)
     with _occupied_lock:
         if key in _occupied:
