@@ -12,6 +12,7 @@ followme_defaults). A call to 2001 where device 2002 answers 9 s after the calle
   t≈7  2002 and the carrier (Request-URI user 09121234567: the 9 is the outbound prefix)
        ring too, 2001 keeps ringing;
   t≈9  2002 answers; 2001 and the carrier are CANCELled.
+Every leg shows the caller's name with the "FM " prefix.
 """
 
 from __future__ import annotations
@@ -105,5 +106,8 @@ def test_followme_2001_rings_2002_and_the_carrier_after_7s(host_name):
     assert r.cancels("2001") == [pytest.approx(ANSWER_AT, abs=TOL)], why
     assert r.cancels(CARRIER) == [pytest.approx(ANSWER_AT, abs=TOL)], why
     assert not r.cancels("2002"), why
+    # every leg shows the caller with the cid_name_prefix of followme_defaults
+    for leg in ("2001", "2002", CARRIER):
+        assert [e.from_name for e in r.invite_events(leg)] == [CID_PREFIX + CALLER_NAME], why
     # nobody else rang
     assert set(r.rung) == {"2001", "2002", CARRIER}, why
