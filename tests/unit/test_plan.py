@@ -110,3 +110,10 @@ def test_no_answer_destinations_in_words():
     assert plan("ringall", no_answer={"extension": "2005"}).no_answer.describe() == "extension 2005"
     goto = plan("ringall", no_answer={"goto": {"context": "ivr", "extension": "s"}}).no_answer
     assert (goto.kind, goto.target, goto.describe()) == ("goto", ("ivr", "s", "1"), "go to ivr,s,1")
+
+
+def test_unavailable_devices_fail_at_once_in_a_hunt():
+    p = plan("hunt-prim", entries=["2002", "2003", "2004"])
+    assert rings(p, unavailable={"2002"}) == ([("2001", 0, 7), ("2003", 7, 27), ("2004", 27, 47)], 47)
+    assert rings(plan("memoryhunt", entries=["2002", "2003"]), unavailable={"2002"}) == (
+        [("2001", 0, 7), ("2003", 7, 27)], 27)

@@ -167,7 +167,9 @@ plans:
   sample: {"2001": "2001: ring 2001 for 27 s, joined after 7 s by 2002, 909121234567# for 20 s; then voicemail 2001"}
 """
 
+import grp
 import os
+import pwd
 import re
 import tempfile
 
@@ -246,6 +248,18 @@ def write_atomically(module: AnsibleModule, path: str, text: str, attributes: di
         set_attributes(module, path, attributes)
 
 
+def attributes_differ(path: str, owner: str, group: str, mode) -> bool:
+    """Whether the file's owner, group or mode is not the wanted one."""
+    st = os.stat(path)
+    try:
+        uid = int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
+        gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        return True  # set_owner/group_if_different will report the unknown name
+    wanted = int(mode, 8) if isinstance(mode, str) else int(mode)
+    return (st.st_uid, st.st_gid, st.st_mode & 0o7777) != (uid, gid, wanted)
+
+
 def set_attributes(module: AnsibleModule, path: str, attributes: dict) -> bool:
     changed = module.set_owner_if_different(path, attributes["owner"], False)
     changed = module.set_group_if_different(path, attributes["group"], changed)
@@ -299,6 +313,9 @@ def main():
         main_text += ("" if main_text.endswith("\n") or not main_text else "\n") + INCLUDE_LINE + "\n"
     after = {managed_path: managed_text, main_path: main_text}
     changed_paths = [path for path in (managed_path, main_path) if before[path] != after[path]]
+    if before[managed_path] is not None and managed_path not in changed_paths and attributes_differ(
+            managed_path, p["owner"], p["group"], p["mode"]):
+        changed_paths.insert(0, managed_path)
 
     result = dict(changed=False, revision=revision, previous_revision=None, files=changed_paths, reloaded=False,
                   extensions=list(plans), plans={e: plan.describe() for e, plan in plans.items()})
@@ -322,11 +339,10 @@ def main():
         module.exit_json(**result)
 
     attributes = dict(owner=p["owner"], group=p["group"], mode=p["mode"])
+    stats = {path: os.stat(path) for path in (managed_path, main_path) if before[path] is not None}
     try:
         for path in changed_paths:
             write_atomically(module, path, after[path], attributes if path == managed_path else None)
-        if managed_path not in changed_paths:
-            set_attributes(module, managed_path, attributes)
         problem = reload_and_prove(asterisk, settings.context, managed_text, revision)
     except Exception as exc:  # a failed write or a dead Asterisk: never leave a half-applied state
         problem = f"{type(exc).__name__}: {exc}"
@@ -334,7 +350,7 @@ def main():
     if problem is None:
         module.exit_json(**result)
 
-    # Roll back: the previous files, reloaded, so the PBX keeps the dialplan it ran before.
+    # Roll back: the previous files (content, owner and mode), reloaded, so the PBX keeps the dialplan it ran before.
     rollback = []
     for path in changed_paths:
         try:
@@ -343,6 +359,8 @@ def main():
                     os.unlink(path)
             else:
                 write_atomically(module, path, before[path], None)
+                os.chown(path, stats[path].st_uid, stats[path].st_gid)
+                os.chmod(path, stats[path].st_mode & 0o7777)
         except Exception as exc:
             rollback.append(f"could not restore {path}: {exc}")
     if not rollback:

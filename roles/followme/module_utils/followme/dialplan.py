@@ -164,13 +164,14 @@ SUBROUTINES = """\
 ;         avail (first not unavailable), idle (first not in use).
 ;   LEG = <delay><kind><number>; kind e: the extension's own ring, i: internal entry, x: external entry.
 ; Returns only when nobody answered: the caller goes on to the no-answer destination.
-exten => s,1,Set(LOCAL(busy)=${{REGEX("^(INUSE|BUSY|RINGINUSE|ONHOLD)$" ${{DEVICE_STATE({device_arg2})}}}})
+exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
+ same => n,Set(LOCAL(busy)=$["${{state}}" = "INUSE" | "${{state}}" = "BUSY" | "${{state}}" = "RINGINUSE" | "${{state}}" = "ONHOLD"])
  same => n,Set(__FM_CALLER=${{CHANNEL}})
  same => n,Set(__FM_CONFIRM=${{ARG3}})
  same => n,Set(__FM_ALERT=${{BASE64_DECODE(${{ARG5}})}})
  same => n,Set(LOCAL(name)=${{CALLERID(name)}})
  same => n,Set(CALLERID(name)=${{BASE64_DECODE(${{ARG4}})}}${{name}})
- same => n,Set(LOCAL(opts)=${{IF($["${{ARG6}}" = ""]?:m(${{ARG6}}))}}${{IF($[${{ARG3}}]?U({c}-confirm^taken^1))}})
+ same => n,Set(LOCAL(opts)=${{IF($["${{ARG6}}" = ""]?:m(${{ARG6}}))}}${{IF($[${{ARG3}}]?U({c}-taken))}})
  same => n,Set(LOCAL(played)=0)
  same => n,Set(LOCAL(s)=8)
  same => n(step),GotoIf($[${{s}} > ${{ARGC}}]?done)
@@ -190,7 +191,7 @@ exten => s,1,Set(LOCAL(busy)=${{REGEX("^(INUSE|BUSY|RINGINUSE|ONHOLD)$" ${{DEVIC
  same => n,Set(LOCAL(j)=$[${{j}} + 1])
  same => n,GotoIf($[${{busy}} & "${{kind}}" != "e"]?leg)
  same => n,Set(LOCAL(state)=${{IF($["${{kind}}" = "x"]?NOT_INUSE:${{DEVICE_STATE({device_num})}})}})
- same => n,GotoIf($["${{pick}}" = "avail" & ${{REGEX("^(UNAVAILABLE|INVALID)$" ${{state}})}}]?leg)
+ same => n,GotoIf($["${{pick}}" = "avail" & ("${{state}}" = "UNAVAILABLE" | "${{state}}" = "INVALID")]?leg)
  same => n,GotoIf($["${{pick}}" = "idle" & "${{state}}" != "NOT_INUSE"]?leg)
  same => n,Set(LOCAL(dial)=${{dial}}${{IF($["${{dial}}" = ""]?:&)}}Local/${{leg}}@{c}-leg)
  same => n,Set(LOCAL(list)=${{IF($["${{kind}}" = "e"]?${{list}}:1)}})
@@ -220,11 +221,11 @@ exten => _X.,1,Set(fm_kind=${{FILTER(eix,${{EXTEN}})}})
  same => n,GotoIf($["${{fm_kind}}" = "x"]?external)
  same => n,Dial({device_leg},,b({c}-predial^s^1))
  same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
- same => n(external),Dial(Local/${{fm_num}}@{outbound},,${{IF($[${{FM_CONFIRM}}]?U({c}-confirm^s^1))}})
+ same => n(external),Dial(Local/${{fm_num}}@{outbound},,${{IF($[${{FM_CONFIRM}}]?U({c}-confirm))}})
  same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
 
 [{c}-confirm]
-; Dial(...,U({c}-confirm^s^1)) on an external leg that answered: 1 accepts; 2, anything else or silence declines
+; Dial(...,U({c}-confirm)) on an external leg that answered: 1 accepts; 2, anything else or silence declines
 ; that leg only; a leg answering after the call was taken hears the too-late prompt.
 exten => s,1,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
  same => n,Read(fm_key,{confirm_prompt},1,,1,{timeout})
@@ -235,8 +236,10 @@ exten => s,1,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
  same => n(late),Playback({too_late_prompt})
  same => n(decline),Set(GOSUB_RESULT=CONTINUE)
  same => n,Return()
-; Dial(...,U({c}-confirm^taken^1)) on the leg that won: later legs hear they are too late.
-exten => taken,1,Set(SHARED(FM_TAKEN,${{FM_CALLER}})=1)
+
+[{c}-taken]
+; Dial(...,U({c}-taken)) on the leg that won: external legs answering later hear they are too late.
+exten => s,1,Set(SHARED(FM_TAKEN,${{FM_CALLER}})=1)
  same => n,Return()
 
 [{c}-predial]

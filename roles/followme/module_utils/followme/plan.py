@@ -118,8 +118,11 @@ class CallPlan:
             else:
                 rounds = [legs]
             for legs_of_round in rounds:
-                rings.extend(Ring(leg.entry, now + leg.delay, now + step.seconds) for leg in legs_of_round)
-                now += step.seconds
+                # An unavailable device fails at once; a round of nothing but such legs takes no time.
+                ringing = [leg for leg in legs_of_round if leg.external or leg.entry not in unavailable]
+                if ringing:
+                    rings.extend(Ring(leg.entry, now + leg.delay, now + step.seconds) for leg in ringing)
+                    now += step.seconds
         return rings, now
 
     def describe(self) -> str:

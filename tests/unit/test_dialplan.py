@@ -1,0 +1,86 @@
+"""The renderer: small per-extension dialplan, data-only lines, and its own guard on what it writes."""
+
+import pytest
+from followme.dialplan import Settings, counts, gosub_arguments, no_answer_application, render, revision_of
+from followme.plan import build_plan, build_plans
+
+SETTINGS = Settings(context="followme", device="PJSIP/{extension}", outbound_context="from-internal",
+                    extension_context="from-internal", voicemail_context="default",
+                    confirm_prompt="followme/options", too_late_prompt="followme/sorry", confirm_timeout=5)
+
+
+def declaration(**fields):
+    base = {"list": ["2001", "2002", "909121234567#"], "strategy": "ringallv2-prim", "initial_ring_time": 7,
+            "ring_time": 20, "no_answer": {"voicemail": "2001"}, "enabled": True, "confirm_calls": False,
+            "cid_name_prefix": None, "alert_info": None, "music_on_hold": None, "announcement": None}
+    return {**base, **fields}
+
+
+def test_plan_becomes_gosub_data():
+    plan = build_plan("2001", declaration(cid_name_prefix="FM ", alert_info="<http://x>;info=alert-external"))
+    assert gosub_arguments(plan) == ("2001,2001,0,Rk0g,PGh0dHA6Ly94PjtpbmZvPWFsZXJ0LWV4dGVybmFs,,,"
+                                     "all:27:0e2001-7i2002-7x909121234567")
+    hunt = build_plan("2002", declaration(strategy="hunt-prim", initial_ring_time=3, ring_time=4,
+                                          list=["2003", "2004"], confirm_calls=True, music_on_hold="default",
+                                          announcement="custom/hold"))
+    assert gosub_arguments(hunt) == "2002,2003,1,,,default,custom/hold,pre:3:0e2002,each:4:0i2003-0i2004"
+
+
+@pytest.mark.parametrize(("no_answer", "application"), [
+    ("hangup", "Hangup()"),
+    ({"voicemail": "2001"}, "VoiceMail(2001@default,u)"),
+    ({"extension": "2002"}, "Goto(from-internal,2002,1)"),
+    ({"goto": {"context": "ivr", "extension": "s", "priority": "start"}}, "Goto(ivr,s,start)"),
+])
+def test_no_answer_destinations(no_answer, application):
+    assert no_answer_application(build_plan("2001", declaration(no_answer=no_answer)), SETTINGS) == application
+
+
+def test_each_extension_is_two_priorities_and_the_logic_is_shared():
+    declarations = {str(2000 + i): declaration(list=[str(3000 + i)]) for i in range(1, 101)}
+    declarations["2050"]["enabled"] = False
+    text = render(build_plans(declarations), SETTINGS)
+    found = counts(text)
+    assert found["followme"] == (99, 198)
+    assert "2050," not in text.split("[followme-call]")[0]
+    shared = sum(priorities for context, (_, priorities) in found.items() if context != "followme")
+    one = counts(render(build_plans({"2001": declaration()}), SETTINGS))
+    assert shared == sum(p for c, (_, p) in one.items() if c != "followme")  # independent of the number of extensions
+
+
+def test_revision_changes_with_content_and_is_stable():
+    a = render(build_plans({"2001": declaration()}), SETTINGS)
+    b = render(build_plans({"2001": declaration(ring_time=21)}), SETTINGS)
+    assert revision_of(a) != revision_of(b)
+    assert a == render(build_plans({"2001": declaration()}), SETTINGS)
+    assert a.startswith("; Managed by Ansible (role followme)")
+    assert a.rstrip().endswith(f"NoOp({revision_of(a)})")
+
+
+@pytest.mark.parametrize("bad", ["2001&PJSIP/9", "2001)", "20,01", "2001\n", "${SHELL}"])
+def test_renderer_refuses_unsafe_dial_strings_even_without_validation(bad):
+    with pytest.raises(ValueError, match="refusing to write"):
+        render(build_plans({"2001": declaration(list=["2002", bad])}), SETTINGS)
+    with pytest.raises(ValueError, match="refusing to write"):
+        render(build_plans({bad: declaration()}), SETTINGS)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("context", "follow me"), ("device", "PJSIP/${EXTEN}"), ("outbound_context", "a;b"),
+    ("voicemail_context", "x)"), ("confirm_prompt", "../x"), ("confirm_timeout", 0),
+])
+def test_renderer_refuses_unsafe_settings(field, value):
+    settings = Settings(**{**SETTINGS.__dict__, field: value})
+    with pytest.raises(ValueError):
+        render({}, settings)
+
+
+def test_free_text_never_reaches_the_file_raw():
+    text = render(build_plans({"2001": declaration(cid_name_prefix="a;--b", alert_info="<x>;y")}), SETTINGS)
+    assert ";--" not in text and "<x>" not in text
+
+
+def test_device_template():
+    custom = Settings(**{**SETTINGS.__dict__, "device": "PJSIP/{extension}@phones"})
+    text = render(build_plans({"2001": declaration()}), custom)
+    assert "Dial(PJSIP/${fm_num}@phones,," in text
