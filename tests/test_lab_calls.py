@@ -2,8 +2,10 @@
 extension called), plus checks of the call-test library itself.
 
 Lab tests need `python -m lab up`; run e.g.
-    .venv/bin/python -m pytest -p labcall.fixtures tests/test_lab_calls.py
-(with `tests` and the repo root on the python path).
+    .venv/bin/python -m pytest tests/test_lab_calls.py -n 2
+(tests/conftest.py loads the labcall.fixtures plugin). A baseline test calls
+its preferred device, or another one when follow-me is deployed for it on the
+worker's host, and skips when follow-me covers every device there.
 """
 
 from __future__ import annotations
