@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from .trace import Headers, SipMessage, display_name, uri_user
 
 CARRIER = "carrier"
 CALLER = "caller"
+log = logging.getLogger("labcall")
 CHANNEL_QUERY_DELAY = 0.3  # s after the caller's 2xx: when place_call looks at its channel
 
 # --- Asterisk state ----------------------------------------------------------
@@ -395,16 +397,24 @@ def _keep_files() -> bool:
     return os.environ.get("LABCALL_KEEP", "") not in ("", "0")
 
 
-def _wait_quiet(agents: list[SippAgent], quiet: float = 0.3, limit: float = 3.0) -> None:
-    """Wait until no agent trace has grown for `quiet` s (at most `limit` s)."""
-    sizes = [a.mark() for a in agents]
+def _call_messages(agent: SippAgent, since: int) -> int:
+    """How many non-OPTIONS messages the agent logged since `since`."""
+    return sum(1 for m in agent.messages(since)
+               if m.method != "OPTIONS" and not (not m.is_request and m.cseq_method == "OPTIONS"))
+
+
+def _wait_quiet(agents: dict[str, SippAgent], marks: dict[str, int], quiet: float = 0.3,
+                limit: float = 3.0) -> None:
+    """Wait until no agent has logged a call message (qualify OPTIONS aside) for
+    `quiet` s (at most `limit` s): the last BYEs and ACKs are in."""
+    counts = {n: _call_messages(a, marks.get(n, 0)) for n, a in agents.items()}
     last_change = time.monotonic()
     deadline = last_change + limit
     while time.monotonic() < deadline:
         time.sleep(0.05)
-        now = [a.mark() for a in agents]
-        if now != sizes:
-            sizes, last_change = now, time.monotonic()
+        now = {n: _call_messages(a, marks.get(n, 0)) for n, a in agents.items()}
+        if now != counts:
+            counts, last_change = now, time.monotonic()
         elif time.monotonic() - last_change >= quiet:
             return
 
@@ -439,7 +449,9 @@ def place_call(host: Host | Mapping[str, Any], extension: str,  # noqa: PLR0917 
     library hangs the call up in Asterisk (`channel request hangup`).
     """
     host = Host.from_any(host)
+    began = time.monotonic()
     with host_lock(host):
+        log.debug("%s: host lock after %.3f s", host.name, time.monotonic() - began)
         return _place_call(host, str(extension), dict(agents or {}), carrier, hold, timeout,
                            caller_name, ready_timeout)
 
@@ -459,6 +471,7 @@ def _place_call(host: Host, extension: str, agents: dict, carrier, hold: float, 
     expected: dict[str, str] = {}
     caller: SippAgent | None = None
     result_ok = False
+    setup = time.monotonic()
     try:
         # 1. agents
         for name, what in plan.items():
@@ -489,8 +502,10 @@ def _place_call(host: Host, extension: str, agents: dict, carrier, hold: float, 
             running[name] = agent
             expected[name] = "Avail"
 
+        log.debug("%s: %d agents started in %.3f s", host.name, len(started), time.monotonic() - setup)
         # 2. Asterisk must see them as we mean them
         ensure_contacts(host, expected, timeout=ready_timeout, agents=running)
+        log.debug("%s: contacts as expected after %.3f s", host.name, time.monotonic() - setup)
         before = {c["channel"] for c in caller_channels(host)}
         marks = {name: agent.mark() for name, agent in running.items()}
 
@@ -539,7 +554,9 @@ def _place_call(host: Host, extension: str, agents: dict, carrier, hold: float, 
                 caller.stop()
                 break
             time.sleep(0.02)
-        _wait_quiet([caller, *running.values()])
+        log.debug("%s: caller ended %.3f s after its start", host.name, time.monotonic() - begun)
+        _wait_quiet({CALLER: caller, **running}, marks)
+        log.debug("%s: quiet %.3f s after the caller's start", host.name, time.monotonic() - begun)
         result_ok = True
     except BaseException as exc:
         exc.add_note(f"labcall: scenarios, SIPp traces and stderr kept in {workdir}")
