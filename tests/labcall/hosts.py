@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shlex
@@ -136,7 +137,9 @@ def _ssh_options(host: Host) -> list[str]:
 
 
 def _control_path(host: Host) -> Path:
-    return _CONTROL_DIR / f"root@{host.address}"
+    # One master per process: closing it (close_masters) cannot cut another
+    # test run's commands in flight.
+    return _CONTROL_DIR / f"{os.getpid()}-{host.address}"
 
 
 def _ssh_base(host: Host) -> list[str]:
@@ -194,6 +197,7 @@ def asterisk_rx(host: Host, *commands: str, timeout: float = 20) -> str | list[s
     return parts[0] if len(commands) == 1 else parts
 
 
+@atexit.register
 def close_masters() -> None:
     """Stop the ControlMaster connections this process opened."""
     with _masters_lock:
