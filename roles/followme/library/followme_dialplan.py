@@ -175,14 +175,16 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_text
-from ansible.module_utils.followme.dialplan import FILE_NAME, Settings, counts, render, revision_of
+from ansible.module_utils.followme.dialplan import FILE_NAME, Settings, context_of, counts, render, revision_of
 from ansible.module_utils.followme.plan import build_plans
 
 # pbx_config only: the narrowest reload that loads the dialplan. Unlike `dialplan reload` it goes
 # through Asterisk's module loader, so `core show uptime` shows when it last happened.
 RELOAD = "module reload pbx_config.so"
-INCLUDE_LINE = f'#include "{FILE_NAME}"'
-_INCLUDED = re.compile(r'^\s*#include\s+"?' + re.escape(FILE_NAME) + r'"?\s*$', re.M)
+# #tryinclude: should the managed file ever be missing, Asterisk still boots (with #include, pbx_config
+# refuses to load and Asterisk exits at start-up).
+INCLUDE_LINE = f'#tryinclude "{FILE_NAME}"'
+_INCLUDED = re.compile(r'^[ \t]*#(?:try)?include[ \t]+"?' + re.escape(FILE_NAME) + r'"?[ \t]*$', re.M)
 _LIVE_REVISION = re.compile(r"NoOp\(([0-9a-f]{16})\)")
 _SUMMARY = re.compile(r"-= (\d+) extensions? \((\d+) priorit(?:y|ies)\) in \d+ contexts?\. =-")
 
@@ -209,10 +211,50 @@ class Asterisk:
         match = _LIVE_REVISION.search(self.rx(f"dialplan show s@{context}-revision"))
         return match.group(1) if match else None
 
+    def cannot_read(self, owner: str, group: str, mode) -> str | None:
+        """Why the running Asterisk could not read a file of this owner, group and mode, or None."""
+        ids = running_ids()
+        if ids is None or ids[0] == 0:
+            return None
+        uid, gid, groups = ids
+        try:
+            file_uid = int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
+            file_gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            return None  # set_owner/group_if_different reports the unknown name
+        bits = int(mode, 8) if isinstance(mode, str) else int(mode)
+        if (file_uid == uid and bits & 0o400) or ((file_gid == gid or file_gid in groups) and bits & 0o040) \
+                or bits & 0o004:
+            return None
+        return (f"unreadable by Asterisk, which runs as {_name(pwd.getpwuid, uid)}:{_name(grp.getgrgid, gid)}, "
+                f"with owner {owner}, group {group}, mode {bits:04o}")
+
     def context_counts(self, context: str):
         text = self.rx(f"dialplan show {context}")
         match = _SUMMARY.search(text)
         return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def running_ids():
+    """(uid, gid, supplementary gids) of the running Asterisk, from its pid file, or None."""
+    for pid_file in ("/run/asterisk/asterisk.pid", "/var/run/asterisk/asterisk.pid"):
+        try:
+            with open(pid_file) as handle:
+                pid = int(handle.read().strip())
+            with open(f"/proc/{pid}/status") as handle:
+                status = dict(line.split(":", 1) for line in handle if ":" in line)
+        except (OSError, ValueError):
+            continue
+        return (int(status["Uid"].split()[1]), int(status["Gid"].split()[1]),
+                {int(g) for g in status.get("Groups", "").split()})
+    return None
+
+
+def _name(lookup, number: int) -> str:
+    try:
+        return lookup(number)[0]
+    except KeyError:
+        return str(number)
 
 
 class AsteriskDown(Exception):
@@ -309,7 +351,9 @@ def main():
         module.fail_json(msg=f"{main_path} does not exist: the site's dialplan must be there for follow-me "
                              "to hook into; nothing was written")
     main_text = before[main_path]
-    if not _INCLUDED.search(main_text):
+    if _INCLUDED.search(main_text):
+        main_text = _INCLUDED.sub(INCLUDE_LINE, main_text, count=1)
+    else:
         main_text += ("" if main_text.endswith("\n") or not main_text else "\n") + INCLUDE_LINE + "\n"
     after = {managed_path: managed_text, main_path: main_text}
     changed_paths = [path for path in (managed_path, main_path) if before[path] != after[path]]
@@ -339,6 +383,9 @@ def main():
         module.exit_json(**result)
 
     attributes = dict(owner=p["owner"], group=p["group"], mode=p["mode"])
+    unreadable = asterisk.cannot_read(p["owner"], p["group"], p["mode"])
+    if unreadable:
+        module.fail_json(msg=f"{managed_path} would be {unreadable}; nothing was written", **result)
     stats = {path: os.stat(path) for path in (managed_path, main_path) if before[path] is not None}
     try:
         for path in changed_paths:
@@ -367,7 +414,7 @@ def main():
         old_text = before[managed_path] or ""
         try:
             if revision_of(old_text):
-                again = reload_and_prove(asterisk, settings.context, old_text, revision_of(old_text))
+                again = reload_and_prove(asterisk, context_of(old_text), old_text, revision_of(old_text))
                 if again:
                     rollback.append(f"the restored dialplan did not load either: {again}")
             else:

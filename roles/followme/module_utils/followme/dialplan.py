@@ -139,6 +139,12 @@ def revision_of(text: str):
     return match.group(1) if match else None
 
 
+def context_of(text: str):
+    """The follow-me context a rendered file was made for, or None."""
+    match = re.search(r"^\[([A-Za-z0-9_-]+)-revision\]$", text or "", re.M)
+    return match.group(1) if match else None
+
+
 def counts(text: str) -> Dict[str, Tuple[int, int]]:
     """{context: (extensions, priorities)} of a file this module rendered, as `dialplan show` counts them."""
     result: Dict[str, list] = {}
