@@ -15,6 +15,10 @@ Every scenario shares one skeleton:
 
 SIPp starts one "call" per new Call-ID, so a single agent process answers any
 number of INVITEs (and qualify OPTIONS) while it runs.
+
+Only the caller's INVITE has a `retrans` timer: while a retransmission is
+pending SIPp sends nothing else in that call (a re-INVITE's 200 would wait),
+and nothing is lost on the lab's veth links.
 """
 
 from __future__ import annotations
