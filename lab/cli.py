@@ -53,6 +53,7 @@ def _ensure_key():
 
 def _write_inventory(hosts):
     lines = [
+        "---",
         "# Written by `python -m lab up` to match the running lab; do not edit by hand.",
         "all:",
         "  children:",

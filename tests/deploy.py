@@ -31,7 +31,7 @@ class PlaybookRun:
                              "failed": int(m.group(5))} for m in _RECAP.finditer(self.output)}
 
 
-def run_playbook(playbook: str, inventories, limit: str | None = None, extra_vars: dict | None = None,
+def run_playbook(playbook: str, inventories, *, limit: str | None = None, extra_vars: dict | None = None,
                  check: bool = False, diff: bool = False, verbose: bool = False, timeout: float = 300) -> PlaybookRun:
     command = [str(Path(sys.executable).parent / "ansible-playbook"), str(ROOT / playbook)]
     for inventory in inventories if isinstance(inventories, (list, tuple)) else [inventories]:
@@ -43,5 +43,6 @@ def run_playbook(playbook: str, inventories, limit: str | None = None, extra_var
     command += ["--check"] * check + ["--diff"] * diff + ["-v"] * verbose
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_FORCE_COLOR="0")
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
     return PlaybookRun(done.returncode, done.stdout + done.stderr)

@@ -24,12 +24,12 @@ def check_timeline(result, rings: dict[str, list[tuple[float, float | None]]]) -
         expected = rings.get(agent, [])
         invites = [t for t in result.invites(agent) if t >= 0]
         assert len(invites) == len(expected), f"{agent}: INVITEs at {invites}, expected {expected}\n{timeline}"
-        for seen, (start, _) in zip(invites, expected):
+        for seen, (start, _) in zip(invites, expected, strict=True):
             assert abs(seen - start) <= TOLERANCE, f"{agent}: INVITE at {seen:.2f}, expected {start}\n{timeline}"
         cancels = [t for t in result.cancels(agent) if t >= 0]
         ends = [end for _, end in expected if end is not None]
         assert len(cancels) == len(ends), f"{agent}: CANCELs at {cancels}, expected {ends}\n{timeline}"
-        for seen, end in zip(cancels, ends):
+        for seen, end in zip(cancels, ends, strict=True):
             assert abs(seen - end) <= TOLERANCE, f"{agent}: CANCEL at {seen:.2f}, expected {end}\n{timeline}"
 
 

@@ -1,6 +1,7 @@
 """Field rules and cross-checks of the declaration format, with bad and good values."""
 
 import pytest
+from followme.declarations import check_hosts
 
 GOOD = {"list": ["2001", "2002", "909121234567#"]}
 
@@ -212,8 +213,6 @@ def test_bad_policy_values(check):
 
 
 def test_every_error_of_every_host_in_one_run(schema):
-    from followme.declarations import check_hosts
-
     _, errors = check_hosts(schema, {
         "pbx-a": {"followme": {"2001": {**GOOD, "ring_time": 0}, "2002": {"list": ["2003"], "x": 1}}},
         "pbx-b": {"followme": {"3001": {"list": ["+1234#"]}}},

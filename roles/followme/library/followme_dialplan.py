@@ -340,8 +340,8 @@ def main():
         plans = build_plans(p["declarations"])
         managed_text = render(plans, settings)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        module.fail_json(msg=f"followme_dialplan: declarations are not complete and valid ({type(exc).__name__}: {exc}); "
-                             "pass the declarations returned by followme_validate")
+        module.fail_json(msg=f"cannot render the declarations ({type(exc).__name__}: {exc}); "
+                             "they must pass followme_validate first; nothing was written")
     revision = revision_of(managed_text)
     managed_path = os.path.join(p["config_dir"], FILE_NAME)
     main_path = os.path.join(p["config_dir"], "extensions.conf")

@@ -54,7 +54,7 @@ class Settings:
             raise ValueError(f"confirm_timeout must be an integer from 1 to 60, not {self.confirm_timeout!r}")
 
     def device_of(self, variable: str) -> str:
-        return self.device.replace("{extension}", "${%s}" % variable)
+        return self.device.replace("{extension}", "${" + variable + "}")
 
 
 def _require(pattern, value, what: str) -> str:

@@ -59,7 +59,7 @@ class NoAnswer:
     target: Tuple[str, ...] = ()  # (mailbox,) | (extension,) | (context, extension, priority)
 
     @classmethod
-    def from_declaration(cls, value) -> "NoAnswer":
+    def from_declaration(cls, value) -> NoAnswer:
         if value == "hangup":
             return cls("hangup")
         (kind, target), = value.items()
