@@ -53,10 +53,9 @@ def test_ringall(lab_host):
     # The external entry 909121234567# reaches the carrier as 09121234567 (the outbound route strips the 9).
     (carrier_invite,) = result.invite_events(CARRIER)
     assert carrier_invite.user == "09121234567", result.format()
-    # CID name prefix on every leg ("Lab Caller" is the lab caller endpoint's name); Alert-Info on
-    # internal legs only.
+    # CID name prefix on every leg (the caller is "Alice"); Alert-Info on internal legs only.
     for agent in ("2001", "2002", "2003", CARRIER):
-        assert all(e.from_name == "FM Lab Caller" for e in result.invite_events(agent)), result.format()
+        assert all(e.from_name == "FM Alice" for e in result.invite_events(agent)), result.format()
     for agent in ("2002", "2003"):
         assert result.invite_events(agent)[0].headers.get("Alert-Info") == "<http://localhost>;info=alert-internal"
     assert not carrier_invite.headers.get("Alert-Info")
@@ -91,7 +90,7 @@ def test_memoryhunt(lab_host):
 
 def test_memoryhunt_prim_without_pre_ring(lab_host):
     # initial_ring_time 0: the extension itself is not rung at all.
-    result = place_call(lab_host, "2006")
+    result = place_call(lab_host, "2016")
     check_timeline(result, {"2007": [(0, 3), (3, 6)], "2008": [(3, 6)]})
     hung_up(result, 6)
 
@@ -156,7 +155,7 @@ def test_hunt_prim_with_busy_primary_rings_nobody_in_the_list(lab_host):
 
 def test_memoryhunt_prim_with_busy_primary_goes_straight_to_no_answer(lab_host):
     with occupy(lab_host, "2007") as in_a_call:
-        result = place_call(lab_host, "2006", {"2007": in_a_call})
+        result = place_call(lab_host, "2016", {"2007": in_a_call})
     check_timeline(result, {})
     hung_up(result, 0)
 

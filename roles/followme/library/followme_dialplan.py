@@ -12,15 +12,17 @@ short_description: Install the Follow Me dialplan of an Asterisk PBX and reload 
 version_added: "1.0.0"
 description:
   - Renders every follow-me declaration of the host into one managed file, C(extensions_followme.conf),
-    in O(config_dir), and makes sure C(extensions.conf) includes it with one managed C(#include) line.
+    in O(config_dir), and makes sure C(extensions.conf) includes it with one managed C(#tryinclude) line.
     Every other byte of the site's configuration is left as it was.
   - Files are written atomically, with explicit owner, group and mode, and carry a managed-file header.
   - Asterisk is reloaded only when a managed file changed (or the running dialplan is not the one on disk),
     with C(module reload pbx_config.so) (the dialplan only), never a restart.
-  - Success is proven from Asterisk's own state afterwards (C(asterisk -rx) exits 0 even when a command
-    failed): the running dialplan must carry the new revision and every managed context must hold exactly
-    the extensions and priorities that were written. Otherwise the previous files are restored and
-    reloaded, and the task fails with what Asterisk showed.
+  - Success is proven from Asterisk's own state afterwards, since C(asterisk -rx) exits 0 even when a
+    command failed. The running dialplan must carry the new revision and every managed context must hold
+    exactly the extensions and priorities that were written. Otherwise the previous files (content, owner
+    and mode) are restored and reloaded, and the task fails with what Asterisk showed.
+  - A file the running Asterisk could not read (owner, group and mode against its user and groups) is
+    refused before anything is written.
   - When Asterisk is not running the task fails before writing anything.
   - Takes all of a host's declarations in one call; the dialplan per extension is two priorities, the
     logic lives in shared subroutines.

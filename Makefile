@@ -1,0 +1,45 @@
+# followme: the two commands of the README, and their parts.
+#   make main   set everything up on a fresh machine, start the lab PBXs, run site.yml on them
+#   make test   set everything up, lint, run every test (unit, real calls, deploys), molecule test
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: main test setup lab lint pytest molecule bench down
+
+main: lab
+	ansible-playbook site.yml
+
+test: lab lint pytest molecule
+
+setup: $(VENV)/.installed
+
+# System packages (apt), then the controller's Python tools in a virtual environment.
+$(VENV)/.installed: requirements.txt scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $@
+
+lab: setup
+	$(BIN)/python -m lab up
+
+lint: setup
+	ruff check .
+	yamllint -s .
+	ansible-lint
+
+# Two xdist workers, each owning one lab PBX (gw0 -> pbx1, gw1 -> pbx2).
+pytest: lab
+	pytest -n 2 -p no:cacheprovider
+
+molecule: lab
+	molecule test
+
+bench: setup
+	$(BIN)/python bench/validate_bench.py
+
+down: setup
+	$(BIN)/python -m lab down

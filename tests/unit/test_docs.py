@@ -1,0 +1,80 @@
+"""The README and the role's defaults stay in step with the schema and the module (one source of truth).
+
+Regenerate the README's field table with:  .venv/bin/python tests/unit/test_docs.py
+"""
+
+import ast
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "schemas/followme.schema.json").read_text())
+README = (ROOT / "README.md").read_text()
+DEFAULTS = yaml.safe_load((ROOT / "roles/followme/defaults/main.yml").read_text())
+
+
+def field_table() -> str:
+    rows = ["| field | type | default | what it is |", "|---|---|---|---|"]
+    for name, field in SCHEMA["definitions"]["fields"]["properties"].items():
+        spec = SCHEMA["definitions"]["no_answer"] if "no_answer" in field.get("$ref", "") else field
+        kind = spec.get("type", "see below")
+        kind = " or ".join(kind) if isinstance(kind, list) else kind
+        default = json.dumps(spec["default"]) if "default" in spec else "—"
+        rows.append(f"| `{name}` | {kind} | `{default}` | {spec['description']} |".replace("`—`", "—"))
+    return "\n".join(rows) + "\n"
+
+
+def test_readme_field_reference_is_the_schema():
+    assert field_table() in README, "README field table differs from the schema: run python tests/unit/test_docs.py"
+
+
+def test_role_defaults_are_the_schema_defaults():
+    for name in ("followme", "followme_defaults", "followme_known_extensions", "followme_external_allow",
+                 "followme_external_deny"):
+        assert DEFAULTS[name] == SCHEMA["properties"][name]["default"], name
+
+
+def test_readme_lists_every_role_variable_with_its_default():
+    for name, value in DEFAULTS.items():
+        if name in ("followme", "followme_defaults", "followme_external_deny"):
+            continue
+        shown = json.dumps(value) if not isinstance(value, str) else value
+        assert re.search(rf"\| `{name}` \| `{re.escape(shown)}` \|", README), f"{name}: {shown}"
+    for pattern in DEFAULTS["followme_external_deny"]:
+        assert f"`{pattern}`" in README, pattern
+
+
+def test_argument_specs_and_module_defaults_match_the_role_defaults():
+    specs = yaml.safe_load((ROOT / "roles/followme/meta/argument_specs.yml").read_text())
+    options = specs["argument_specs"]["main"]["options"]
+    assert set(options) == set(DEFAULTS)
+    for name, option in options.items():
+        if "default" in option:
+            assert option["default"] == DEFAULTS[name], name
+    module = (ROOT / "roles/followme/library/followme_dialplan.py").read_text()
+    documented = yaml.safe_load(ast.literal_eval(re.search(r'DOCUMENTATION = (r""".*?""")', module, re.S).group(1)))
+    for option, spec in documented["options"].items():
+        role_variable = {"owner": "followme_file_owner", "group": "followme_file_group", "mode": "followme_file_mode",
+                         "declarations": None, "defaults": None, "asterisk": None}.get(option, f"followme_{option}")
+        if role_variable:
+            assert spec["default"] == DEFAULTS[role_variable], option
+
+
+def test_module_documentation_for_ansible_doc():
+    done = subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-doc"), "-M",
+                           str(ROOT / "roles/followme/library"), "--json", "followme_dialplan"],
+                          capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout)["followme_dialplan"]
+    assert found["doc"]["attributes"]["check_mode"]["support"] == "full"
+    assert found["doc"]["attributes"]["diff_mode"]["support"] == "full"
+    assert "followme_dialplan:" in found["examples"]
+    assert {"revision", "reloaded", "files", "plans"} <= set(found["return"])
+
+
+if __name__ == "__main__":
+    print(field_table())
