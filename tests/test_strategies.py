@@ -9,7 +9,7 @@ INVITE at all. Agents not named in a test ring without answering.
 from __future__ import annotations
 
 import pytest
-from labcall import CARRIER, EXTENSIONS, answer, answer_and_press, answer_silent, occupy, place_call, unreachable
+from labcall import CARRIER, EXTENSIONS, answer, answer_and_press, answer_silent, occupy, place_call, ssh, unreachable
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("call_declarations")]
 
@@ -198,3 +198,18 @@ def test_confirm_internal_leg_connects_on_answer(lab_host):
     result = place_call(lab_host, "2011", {"2003": answer(after=1)})
     assert result.answered_by == "2003" and abs(result.answer_time - 1) <= TOLERANCE, result.format()
     check_timeline(result, {"2003": [(0, None)], CARRIER: [(0, 1)]})
+
+
+def test_confirm_leg_accepting_after_the_call_was_taken_hears_the_too_late_prompt(lab_host):
+    """2003 takes the call at 1 s; the carrier answered at 0.5 s and presses 1 at 2.5 s: too late."""
+    log = "/var/log/asterisk/messages"
+    played = f"grep -c 'Playback(\"Local/909121234567@from-internal-[^\"]*\", \"followme/sorry\")' {log} || true"
+    before = int(ssh(lab_host, played).stdout.strip() or 0)
+    result = place_call(lab_host, "2011", {"2003": answer(after=1)},
+                        carrier=answer_and_press("1", after=0.5, press_after=2), hold=6)
+    # The caller is connected when 2003 answers (the carrier is still in its prompt then).
+    assert abs(result.answer_time - result.times("2003", "200", direction="out")[0]) < 0.2, result.format()
+    pressed, dropped = result.infos(CARRIER)[0], result.byes(CARRIER)[0]
+    assert pressed > result.answer_time, result.format()
+    assert dropped - pressed > 0.3, result.format()  # the prompt played before the leg was dropped
+    assert int(ssh(lab_host, played).stdout.strip() or 0) == before + 1, "no too-late prompt in Asterisk's log"

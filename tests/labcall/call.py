@@ -263,9 +263,14 @@ class CallResult:
 
 
 def _to_events(agent: str, messages: list[SipMessage], t0: datetime) -> list[Event]:
+    # Only dialogs this call started: a BYE that ends an earlier call's dialog (a confirm leg still
+    # playing a prompt when that call ended, an occupying call) is not part of this timeline.
+    dialogs = {m.call_id for m in messages if m.method == "INVITE" and m.direction == "in"}
     events = []
     for m in messages:
         if m.method == "OPTIONS" or (not m.is_request and m.cseq_method == "OPTIONS"):
+            continue
+        if agent != CALLER and m.call_id not in dialogs:
             continue
         events.append(Event(agent=agent, direction=m.direction, method_or_status=m.label,
                             t=(m.time - t0).total_seconds(), request_uri=m.request_uri,
