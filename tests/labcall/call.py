@@ -81,6 +81,9 @@ def _endpoint_of(host: Host, name: str) -> tuple[str, int]:
     return name, host.device_port(name)
 
 
+QUALIFY_TIMEOUT = 0.5  # s, qualify_timeout in lab/asterisk/pjsip.conf.in
+
+
 def ensure_contacts(host: Host, expected: Mapping[str, str], timeout: float = 15.0,
                     agents: Mapping[str, SippAgent] | None = None) -> dict[str, str]:
     """Make Asterisk see every agent as expected ({"2001": "Avail", "2004": "Unavail"}):
@@ -89,14 +92,21 @@ def ensure_contacts(host: Host, expected: Mapping[str, str], timeout: float = 15
     host = Host.from_any(host)
     wanted = {name: _endpoint_of(host, name) for name in expected}
     qualified_at: dict[str, float] = {}
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while True:
         contacts = parse_contacts(asterisk_rx(host, "pjsip show contacts"))
         seen = {name: contacts.get(port, ("?", "missing"))[1] for name, (_, port) in wanted.items()}
         # NonQual: qualify is off for that AOR, there is nothing to wait for.
         wrong = [n for n in expected if seen[n] not in (expected[n], "NonQual")]
-        if not wrong:
+        # An OPTIONS Asterisk sent before the agents started can still time out (qualify_timeout)
+        # and turn a contact Unavail just as the call starts: trust what is seen only once that
+        # time has passed since the agents started.
+        if not wrong and time.monotonic() - started > QUALIFY_TIMEOUT + 0.2:
             return seen
+        if not wrong:
+            time.sleep(0.1)
+            continue
         if time.monotonic() > deadline:
             lines = []
             for n in wrong:
