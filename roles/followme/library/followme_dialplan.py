@@ -219,12 +219,11 @@ class Asterisk:
         if ids is None or ids[0] == 0:
             return None
         uid, gid, groups = ids
-        try:
-            file_uid = int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
-            file_gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
+        wanted = numeric_ids(owner, group)
+        if wanted is None:
             return None  # set_owner/group_if_different reports the unknown name
-        bits = int(mode, 8) if isinstance(mode, str) else int(mode)
+        file_uid, file_gid = wanted
+        bits = mode_bits(mode)
         if (file_uid == uid and bits & 0o400) or ((file_gid == gid or file_gid in groups) and bits & 0o040) \
                 or bits & 0o004:
             return None
@@ -292,16 +291,26 @@ def write_atomically(module: AnsibleModule, path: str, text: str, attributes: di
         set_attributes(module, path, attributes)
 
 
-def attributes_differ(path: str, owner: str, group: str, mode) -> bool:
-    """Whether the file's owner, group or mode is not the wanted one."""
-    st = os.stat(path)
+def numeric_ids(owner: str, group: str):
+    """(uid, gid) of an owner and a group given by name or number, or None when one is unknown."""
     try:
         uid = int(owner) if str(owner).isdigit() else pwd.getpwnam(owner).pw_uid
         gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
     except KeyError:
-        return True  # set_owner/group_if_different will report the unknown name
-    wanted = int(mode, 8) if isinstance(mode, str) else int(mode)
-    return (st.st_uid, st.st_gid, st.st_mode & 0o7777) != (uid, gid, wanted)
+        return None
+    return uid, gid
+
+
+def mode_bits(mode) -> int:
+    return int(mode, 8) if isinstance(mode, str) else int(mode)
+
+
+def attributes_differ(path: str, owner: str, group: str, mode) -> bool:
+    """Whether the file's owner, group or mode is not the wanted one."""
+    st = os.stat(path)
+    wanted = numeric_ids(owner, group)
+    # An unknown name: let set_owner/group_if_different report it.
+    return wanted is None or (st.st_uid, st.st_gid, st.st_mode & 0o7777) != (*wanted, mode_bits(mode))
 
 
 def set_attributes(module: AnsibleModule, path: str, attributes: dict) -> bool:
@@ -392,10 +401,10 @@ def main():
     try:
         for path in changed_paths:
             write_atomically(module, path, after[path], attributes if path == managed_path else None)
+        result["reloaded"] = True
         problem = reload_and_prove(asterisk, settings.context, managed_text, revision)
     except Exception as exc:  # a failed write or a dead Asterisk: never leave a half-applied state
         problem = f"{type(exc).__name__}: {exc}"
-    result["reloaded"] = True
     if problem is None:
         module.exit_json(**result)
 

@@ -73,15 +73,6 @@ StrictValidator = jsonschema.validators.extend(
 )
 
 
-def schema_defaults(schema: Mapping) -> dict[str, Any]:
-    """The default of every declaration field and of every policy variable, from the schema."""
-    fields = schema["definitions"]["fields"]["properties"]
-    result = {name: copy.deepcopy(spec["default"]) for name, spec in fields.items() if "default" in spec}
-    for name in POLICY_VARIABLES:
-        result[name] = copy.deepcopy(schema["properties"][name]["default"])
-    return result
-
-
 class Checker:
     """Validates hosts' variables against one schema."""
 
