@@ -68,13 +68,12 @@ class ActionModule(ActionBase):
             result["msg"] = (f"{len(errors)} follow-me error(s) on {host}; nothing is changed on any host:\n"
                              + "\n".join(result["errors"]))
             return result
-        plans = build_plans(declarations)
+        enabled = sum(1 for declaration in declarations.values() if declaration["enabled"])
         display = Display()
         if display.verbosity >= 1:
-            for plan in plans.values():
+            for plan in build_plans(declarations).values():
                 display.display(f"{host}: {plan.describe()}")
-        result["msg"] = (f"{len(declarations)} follow-me declaration(s) valid on {host}, "
-                         f"{len(plans)} enabled")
+        result["msg"] = f"{len(declarations)} follow-me declaration(s) valid on {host}, {enabled} enabled"
         return result
 
 
