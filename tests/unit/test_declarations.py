@@ -220,3 +220,16 @@ def test_every_error_of_every_host_in_one_run(schema):
     })
     assert [(e.host, e.extension, e.path) for e in errors] == [
         ("pbx-a", "2001", "ring_time"), ("pbx-a", "2002", "x"), ("pbx-b", "3001", "list[0]")]
+
+
+def test_an_error_in_one_field_does_not_hide_cross_check_errors_in_others(check):
+    _, errors = check({
+        "2001": {"list": ["2002", "900441234567#"], "ring_time": "10", "no_answer": {"extension": "2002"}},
+        "2002": {"list": ["2003"], "strategy": "x", "no_answer": {"extension": "2001"}},
+    })
+    assert [error.split(":")[1:3] for error in errors] == [
+        [" extension 2001", " list[1] = \"900441234567#\""],
+        [" extension 2001", " no_answer.extension = \"2002\""],
+        [" extension 2001", " ring_time = \"10\""],
+        [" extension 2002", " strategy = \"x\""],
+    ]

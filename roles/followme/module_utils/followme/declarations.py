@@ -87,6 +87,7 @@ class Checker:
         self._fast = fastjsonschema.compile({"$ref": "#/definitions/declaration",
                                              "definitions": schema["definitions"]}, use_default=False)
         self._extension = re.compile(schema["definitions"]["extension"]["pattern"].rstrip("$") + r"\Z")
+        self._entry = re.compile(schema["definitions"]["entry"]["pattern"].rstrip("$") + r"\Z")
         self._field_defaults = {
             name: spec["default"]
             for name, spec in schema["definitions"]["fields"]["properties"].items()
@@ -133,13 +134,18 @@ class Checker:
         for extension, declaration in followme.items():
             if isinstance(extension, str) and isinstance(declaration, Mapping) and "list" in declaration:
                 complete[extension] = self.complete(extension, declaration, defaults)
-        # Cross-checks read values the schema has vouched for: leave out the declarations
-        # with errors of their own (all of them when followme_defaults has one).
-        tainted = {error.extension for error in errors}
-        if any(not error.extension and error.path.startswith("followme_defaults") for error in errors):
-            tainted = set(complete)
-        clean = {extension: merged for extension, merged in complete.items() if extension not in tainted}
-        errors.extend(self._cross_check(host, clean, policy, allow, deny))
+        # Cross-checks read only values the schema has vouched for: a field with an error of its
+        # own (or in followme_defaults) is left out of them, the other fields are still checked.
+        tainted: dict[str, set] = {extension: set() for extension in complete}
+        for error in errors:
+            field = re.split(r"[.\[]", error.path)[0]
+            if error.extension in tainted:
+                tainted[error.extension].add(field)
+            elif error.path.startswith("followme_defaults."):
+                for fields in tainted.values():
+                    fields.add(re.split(r"[.\[]", error.path)[1])
+        errors.extend(self._cross_check(host, complete, tainted, known=policy["followme_known_extensions"],
+                                        allow=allow, deny=deny))
         return complete, _unique(errors)
 
     # -- jsonschema errors as sentences -------------------------------------------------
@@ -231,34 +237,36 @@ class Checker:
                                                    f"not a valid regular expression ({exc})"))
         return compiled["followme_external_allow"], compiled["followme_external_deny"]
 
-    @staticmethod
-    def _cross_check(host, declarations, policy, allow, deny) -> Iterable[DeclarationError]:
-        known = policy.get("followme_known_extensions")
-        known = set(known) if known is not None else None
+    def _cross_check(self, host, declarations, tainted, *, known, allow, deny) -> Iterable[DeclarationError]:
+        known = {item for item in known if isinstance(item, str)} if isinstance(known, list) else None
         for extension, declaration in sorted(declarations.items()):
             if known is not None and extension not in known:
                 yield DeclarationError(host, extension, "(extension key)", extension,
                                        "not in followme_known_extensions")
-            for index, entry in enumerate(declaration["list"]):
+            entries = declaration["list"] if isinstance(declaration["list"], list) else []
+            for index, entry in enumerate(entries):
+                if not (isinstance(entry, str) and self._entry.match(entry)):
+                    continue  # already an error of its own
                 field = f"list[{index}]"
                 if entry.endswith("#"):
                     if allow and not any(p.search(entry) for p in allow):
                         yield DeclarationError(host, extension, field, entry,
                                                "external number matches none of followme_external_allow: "
                                                + ", ".join(repr(p.pattern) for p in allow))
-                    for pattern in deny:
-                        if pattern.search(entry):
-                            yield DeclarationError(host, extension, field, entry,
-                                                   f"external number blocked by followme_external_deny "
-                                                   f"pattern {pattern.pattern!r} (toll-fraud policy)")
+                    blocking = next((pattern for pattern in deny if pattern.search(entry)), None)
+                    if blocking:
+                        yield DeclarationError(host, extension, field, entry,
+                                               f"external number blocked by followme_external_deny "
+                                               f"pattern {blocking.pattern!r} (toll-fraud policy)")
                 elif known is not None and entry not in known:
                     yield DeclarationError(host, extension, field, entry, "not in followme_known_extensions")
             target = declaration["no_answer"]
-            if isinstance(target, Mapping) and "extension" in target:
+            if "no_answer" not in tainted[extension] and isinstance(target, Mapping) and "extension" in target:
                 if known is not None and target["extension"] not in known:
                     yield DeclarationError(host, extension, "no_answer.extension", target["extension"],
                                            "not in followme_known_extensions")
-        yield from _loops(host, declarations)
+        yield from _loops(host, {extension: declaration for extension, declaration in declarations.items()
+                                 if not tainted[extension] & {"no_answer", "enabled", "(declaration)"}})
 
 
 def _loops(host: str, declarations: Mapping[str, dict]) -> Iterable[DeclarationError]:
