@@ -8,6 +8,8 @@ INVITE at all. Agents not named in a test ring without answering.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from labcall import CARRIER, EXTENSIONS, answer, answer_and_press, answer_silent, occupy, place_call, ssh, unreachable
 
@@ -79,6 +81,9 @@ def test_hunt_prim(lab_host):
     result = place_call(lab_host, "2004", {"2010": answer(after=1)})
     check_timeline(result, {"2004": [(0, 2)], "2005": [(2, 5)], "2006": [(5, 8)], "2010": [(8, None)]})
     assert result.answered_by == "2010", result.format()
+    # 2010's normal handling includes its own follow-me, which puts its own prefix on the caller's name
+    # (restored after 2004's list): one prefix, not two.
+    assert result.invite_events("2010")[0].from_name == "FM Alice", result.format()
 
 
 def test_memoryhunt(lab_host):
@@ -213,3 +218,17 @@ def test_confirm_leg_accepting_after_the_call_was_taken_hears_the_too_late_promp
     assert pressed > result.answer_time, result.format()
     assert dropped - pressed > 0.3, result.format()  # the prompt played before the leg was dropped
     assert int(ssh(lab_host, played).stdout.strip() or 0) == before + 1, "no too-late prompt in Asterisk's log"
+
+
+def test_announcement_then_music_on_hold(lab_host):
+    """2012: the caller is answered, hears the announcement, then the list rings with music on hold."""
+    log = "/var/log/asterisk/messages"
+    lines = int(ssh(lab_host, f"wc -l < {log}").stdout)
+    result = place_call(lab_host, "2012", {"2004": answer(after=1)}, hold=8)
+    assert result.caller_status == 200 and result.answer_time < 0.5, result.format()  # answered to play it
+    rung = result.invites("2004")[0]
+    assert rung > 1, result.format()  # the list rings after the announcement
+    assert result.answers and result.answers[0].agent == "2004", result.format()
+    new = ssh(lab_host, f"tail -n +{lines + 1} {log}").stdout
+    assert 'Playback("PJSIP/caller-' in new and '"followme/pls-hold-while-try")' in new
+    assert re.search(r'Dial\("PJSIP/caller-[^"]*", "Local/0i2004@followme-leg,3,m\(default\)U?', new), new[-3000:]

@@ -174,9 +174,11 @@ exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
  same => n,Set(LOCAL(busy)=$["${{state}}" = "INUSE" | "${{state}}" = "BUSY" | "${{state}}" = "RINGINUSE" | "${{state}}" = "ONHOLD"])
  same => n,Set(__FM_CALLER=${{CHANNEL}})
  same => n,Set(__FM_CONFIRM=${{ARG3}})
+ same => n,Set(__FM_ALERT=)
+ same => n,GotoIf($["${{ARG5}}" = ""]?name)
  same => n,Set(__FM_ALERT=${{BASE64_DECODE(${{ARG5}})}})
- same => n,Set(LOCAL(name)=${{CALLERID(name)}})
- same => n,Set(CALLERID(name)=${{BASE64_DECODE(${{ARG4}})}}${{name}})
+ same => n(name),Set(LOCAL(name)=${{CALLERID(name)}})
+ same => n,ExecIf($["${{ARG4}}" != ""]?Gosub({c}-prefix,s,1(${{ARG4}})))
  same => n,Set(LOCAL(opts)=${{IF($["${{ARG6}}" = ""]?:m(${{ARG6}}))}}${{IF($[${{ARG3}}]?U({c}-taken))}})
  same => n,Set(LOCAL(played)=0)
  same => n,Set(LOCAL(s)=8)
@@ -246,6 +248,11 @@ exten => s,1,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
 [{c}-taken]
 ; Dial(...,U({c}-taken)) on the leg that won: external legs answering later hear they are too late.
 exten => s,1,Set(SHARED(FM_TAKEN,${{FM_CALLER}})=1)
+ same => n,Return()
+
+[{c}-prefix]
+; Gosub({c}-prefix,s,1(PREFIX)): put the base64 PREFIX before the caller-ID name.
+exten => s,1,Set(CALLERID(name)=${{BASE64_DECODE(${{ARG1}})}}${{CALLERID(name)}})
  same => n,Return()
 
 [{c}-predial]
