@@ -38,8 +38,9 @@ pytest: lab
 molecule: lab
 	molecule test
 
-bench: setup
+bench: lab
 	$(BIN)/python bench/validate_bench.py
+	$(BIN)/python bench/reload_bench.py
 
 down: setup
 	$(BIN)/python -m lab down

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,17 +33,20 @@ class PlaybookRun:
 
 
 def run_playbook(playbook: str, inventories, *, limit: str | None = None, extra_vars: dict | None = None,
-                 check: bool = False, diff: bool = False, verbose: bool = False, timeout: float = 300) -> PlaybookRun:
+                 check: bool = False, diff: bool = False, verbose: bool = False, timeout: float = 900) -> PlaybookRun:
     command = [str(Path(sys.executable).parent / "ansible-playbook"), str(ROOT / playbook)]
     for inventory in inventories if isinstance(inventories, (list, tuple)) else [inventories]:
         command += ["-i", str(inventory)]
     if limit:
         command += ["--limit", limit]
-    if extra_vars:
-        command += ["-e", json.dumps(extra_vars)]
     command += ["--check"] * check + ["--diff"] * diff + ["-v"] * verbose
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_FORCE_COLOR="0")
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="followme-extra-vars-") as extra:
+        if extra_vars:
+            json.dump(extra_vars, extra)  # a file: large declaration sets do not fit on a command line
+            extra.flush()
+            command += ["-e", f"@{extra.name}"]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
     return PlaybookRun(done.returncode, done.stdout + done.stderr)
