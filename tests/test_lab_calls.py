@@ -10,7 +10,6 @@ worker's host, and skips when follow-me covers every device there.
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
@@ -30,12 +29,13 @@ def _has_followme(asterisk, ext: str) -> bool:
 
 def baseline_ext(asterisk, preferred: str, avoid: tuple[str, ...] = ()) -> str:
     """`preferred` if no follow-me is deployed for it on the lab host (the baseline
-    dialplan then handles it), else another such device; skip if there is none."""
+    dialplan then handles it), else another such device. tests/inventories/calls leaves 2006
+    without one, so there always is one: none is a broken test setup."""
     candidates = [preferred] + [str(e) for e in range(2001, 2011) if str(e) != preferred]
     for ext in candidates:
         if ext not in avoid and not _has_followme(asterisk, ext):
             return ext
-    pytest.skip("follow-me is deployed for every device on this lab host: no baseline extension left")
+    pytest.fail("follow-me is deployed for every device on this lab host: no baseline extension left")
 
 
 # --- real calls ------------------------------------------------------------------
@@ -180,7 +180,6 @@ def test_trace_parser():
     assert (rng.time - inv.time).total_seconds() == pytest.approx(0.632794)
 
 
-@pytest.mark.skipif(shutil.which("sipp") is None, reason="needs sipp (Debian package sip-tester)")
 def test_agents_on_loopback(tmp_path):
     """A device agent answering after 1 s and pressing 7, called by the caller
     scenario, both on 127.0.0.1: exercises the scenarios without a PBX."""

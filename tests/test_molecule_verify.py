@@ -2,8 +2,8 @@
 inventory/lab/group_vars/pbx/followme.yml), one real call through every lab PBX.
 
 Run only by molecule/default/verify.yml, which sets FOLLOWME_MOLECULE_VERIFY=1 (and
-FOLLOWME_MOLECULE_HOSTS to the converged hosts); a plain `pytest` run skips this module,
-since it needs the example declarations deployed, which other lab tests replace.
+FOLLOWME_MOLECULE_HOSTS to the converged hosts); tests/conftest.py leaves it out of a plain
+`pytest` run, since it needs the example declarations deployed, which other lab tests replace.
 
 Extension 2001 is declared as: list ["2001", "2002", "909121234567#"], strategy
 ringallv2-prim, initial_ring_time 7 (ring_time 20 and cid_name_prefix "FM " from
@@ -21,15 +21,9 @@ import os
 from pathlib import Path
 
 import pytest
-
-if os.environ.get("FOLLOWME_MOLECULE_VERIFY") != "1":
-    pytest.skip("only run by molecule verify (molecule/default/verify.yml sets FOLLOWME_MOLECULE_VERIFY=1): "
-                "it needs the example declarations deployed by `molecule converge`",
-                allow_module_level=True)
-
-import yaml  # noqa: E402  (ansible-core's dependency)
-from labcall import CARRIER, LabError, answer, asterisk_rx, get_host, lab_hosts, place_call, stop_all  # noqa: E402
-from labcall.hosts import close_masters  # noqa: E402
+import yaml  # ansible-core's dependency
+from labcall import CARRIER, LabError, answer, asterisk_rx, get_host, lab_hosts, place_call, stop_all
+from labcall.hosts import close_masters
 
 pytestmark = pytest.mark.lab
 
