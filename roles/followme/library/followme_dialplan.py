@@ -262,6 +262,13 @@ class AsteriskDown(Exception):
     pass
 
 
+def with_include(text: str) -> str:
+    """The site's extensions.conf with the one managed include line; every other byte as it was."""
+    if _INCLUDED.search(text):
+        return _INCLUDED.sub(INCLUDE_LINE, text, count=1)
+    return text + ("" if text.endswith("\n") or not text else "\n") + INCLUDE_LINE + "\n"
+
+
 def read(path: str):
     try:
         with open(path, "rb") as handle:
@@ -361,12 +368,7 @@ def main():
     if before[main_path] is None:
         module.fail_json(msg=f"{main_path} does not exist: the site's dialplan must be there for follow-me "
                              "to hook into; nothing was written")
-    main_text = before[main_path]
-    if _INCLUDED.search(main_text):
-        main_text = _INCLUDED.sub(INCLUDE_LINE, main_text, count=1)
-    else:
-        main_text += ("" if main_text.endswith("\n") or not main_text else "\n") + INCLUDE_LINE + "\n"
-    after = {managed_path: managed_text, main_path: main_text}
+    after = {managed_path: managed_text, main_path: with_include(before[main_path])}
     changed_paths = [path for path in (managed_path, main_path) if before[path] != after[path]]
     if before[managed_path] is not None and managed_path not in changed_paths and attributes_differ(
             managed_path, p["owner"], p["group"], p["mode"]):
