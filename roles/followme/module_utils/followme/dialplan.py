@@ -234,12 +234,16 @@ exten => _X.,1,Set(fm_kind=${{FILTER(eix,${{EXTEN}})}})
 
 [{c}-confirm]
 ; Dial(...,U({c}-confirm)) on an external leg that answered: 1 accepts; 2, anything else or silence declines
-; that leg only; a leg answering after the call was taken hears the too-late prompt.
+; that leg only; a leg answering after the call was taken hears the too-late prompt. The check and the
+; setting of the caller's FM_TAKEN are one step under a lock, so of two legs accepting at once one wins.
 exten => s,1,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
  same => n,Read(fm_key,{confirm_prompt},1,,1,{timeout})
  same => n,GotoIf($["${{fm_key}}" != "1"]?decline)
- same => n,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
+ same => n,Set(fm_lock=${{LOCK(followme-${{FM_CALLER}})}})
+ same => n,Set(fm_taken=${{SHARED(FM_TAKEN,${{FM_CALLER}})}})
  same => n,Set(SHARED(FM_TAKEN,${{FM_CALLER}})=1)
+ same => n,Set(fm_lock=${{UNLOCK(followme-${{FM_CALLER}})}})
+ same => n,GotoIf($["${{fm_taken}}" = "1"]?late)
  same => n,Return()
  same => n(late),Playback({too_late_prompt})
  same => n(decline),Set(GOSUB_RESULT=CONTINUE)
@@ -247,7 +251,9 @@ exten => s,1,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
 
 [{c}-taken]
 ; Dial(...,U({c}-taken)) on the leg that won: external legs answering later hear they are too late.
-exten => s,1,Set(SHARED(FM_TAKEN,${{FM_CALLER}})=1)
+exten => s,1,Set(fm_lock=${{LOCK(followme-${{FM_CALLER}})}})
+ same => n,Set(SHARED(FM_TAKEN,${{FM_CALLER}})=1)
+ same => n,Set(fm_lock=${{UNLOCK(followme-${{FM_CALLER}})}})
  same => n,Return()
 
 [{c}-prefix]
