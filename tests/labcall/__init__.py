@@ -10,6 +10,8 @@ through a real Asterisk, and the timeline of what every agent saw.
 See README.md beside this file.
 """
 
+from lab.ports import EXTENSIONS, GATEWAY, caller_port_range, carrier_port, device_port
+
 from .agents import SippAgent, stop_all
 from .behaviours import Behaviour, answer, answer_and_press, answer_silent, busy, ring, unreachable
 from .call import (
@@ -28,14 +30,9 @@ from .call import (
     place_call,
 )
 from .hosts import (
-    EXTENSIONS,
-    GATEWAY,
     Host,
     LabError,
     asterisk_rx,
-    caller_port_range,
-    carrier_port,
-    device_port,
     get_host,
     lab_hosts,
     load_state,

@@ -16,10 +16,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from lab.ports import EXTENSIONS
+
 from . import scenarios
 from .agents import SippAgent, free_port
 from .behaviours import Behaviour, ring
-from .hosts import EXTENSIONS, Host, LabError, asterisk_rx
+from .hosts import Host, LabError, asterisk_rx
 from .trace import Headers, SipMessage, display_name, uri_user
 
 CARRIER = "carrier"
@@ -552,14 +554,9 @@ def _place_call(host: Host, extension: str, agents: dict, carrier, hold: float, 
             if query_at is not None and now >= query_at:
                 query_at = None
                 channel_info = _new_caller_channel(host, before)
-            if status is None and now - begun > timeout and hung_up_at is None:
-                timed_out = True
-                hung_up_at = now
-                chan = _new_caller_channel(host, before)
-                if chan:
-                    _hangup(host, chan["channel"])
+            unanswered_too_long = status is None and now - begun > timeout
             overdue = answered_mono is not None and now - answered_mono > hold + 10
-            if overdue and hung_up_at is None:
+            if (unanswered_too_long or overdue) and hung_up_at is None:
                 timed_out = True
                 hung_up_at = now
                 chan = _new_caller_channel(host, before)

@@ -16,38 +16,13 @@ from typing import Any, Mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-try:  # the lab's own port plan (repo root on sys.path)
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.append(str(REPO_ROOT))
-    from lab import ports as _ports
-except ImportError:  # pragma: no cover - the lab package is part of the repo
-    _ports = None
+if str(REPO_ROOT) not in sys.path:
+    sys.path.append(str(REPO_ROOT))
+from lab.ports import GATEWAY, caller_port_range, carrier_port, device_port  # noqa: E402
 
 
 class LabError(RuntimeError):
     """The lab is not there, or does not behave as the call library needs."""
-
-
-# --- port plan (lab/ports.py; same formulas as a fallback) -------------------
-if _ports is not None:
-    GATEWAY: str = _ports.GATEWAY
-    EXTENSIONS: list[str] = list(_ports.EXTENSIONS)
-    device_port = _ports.device_port
-    carrier_port = _ports.carrier_port
-    caller_port_range = _ports.caller_port_range
-else:  # pragma: no cover
-    GATEWAY = "10.87.0.1"
-    EXTENSIONS = [str(e) for e in range(2001, 2011)]
-
-    def device_port(host_index, extension):
-        return 20000 + 100 * int(host_index) + (int(extension) - 2000)
-
-    def carrier_port(host_index):
-        return 20000 + 100 * int(host_index) + 99
-
-    def caller_port_range(host_index):
-        base = 20000 + 100 * int(host_index)
-        return range(base + 50, base + 90)
 
 
 def state_path() -> Path:

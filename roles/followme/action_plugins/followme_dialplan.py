@@ -17,7 +17,7 @@ _MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 if _MODULE_UTILS not in sys.path:
     sys.path.insert(0, _MODULE_UTILS)
 
-from followme.declarations import Checker, load_schema  # noqa: E402
+from followme.declarations import completed, field_defaults, load_schema  # noqa: E402
 
 
 class ActionModule(ActionBase):
@@ -31,8 +31,8 @@ class ActionModule(ActionBase):
         if not isinstance(declarations, dict) or not isinstance(defaults, dict):
             raise AnsibleActionFail("followme_dialplan: declarations and defaults must be mappings")
         schema_path = self._find_needle("files", "followme.schema.json")
-        checker = Checker(load_schema(schema_path))
-        args["declarations"] = {str(extension): checker.complete(str(extension), declaration, defaults)
+        schema_defaults = field_defaults(load_schema(schema_path))
+        args["declarations"] = {str(extension): completed(str(extension), declaration, defaults, schema_defaults)
                                 for extension, declaration in declarations.items()}
         result.update(self._execute_module(module_name="followme_dialplan", module_args=args,
                                            task_vars=task_vars))

@@ -73,6 +73,19 @@ StrictValidator = jsonschema.validators.extend(
 )
 
 
+def field_defaults(schema: Mapping) -> dict[str, Any]:
+    """The schema's default of every declaration field that has one."""
+    return {name: spec["default"] for name, spec in schema["definitions"]["fields"]["properties"].items()
+            if "default" in spec}
+
+
+def completed(extension: str, declaration: Mapping, defaults: Mapping, schema_defaults: Mapping) -> dict:
+    """A declaration with followme_defaults merged under it, then the schema's defaults."""
+    merged = {**schema_defaults, **defaults, **declaration}
+    merged.setdefault("no_answer", {"voicemail": extension})
+    return merged
+
+
 class Checker:
     """Validates hosts' variables against one schema."""
 
@@ -88,17 +101,7 @@ class Checker:
                                              "definitions": schema["definitions"]}, use_default=False)
         self._extension = re.compile(schema["definitions"]["extension"]["pattern"].rstrip("$") + r"\Z")
         self._entry = re.compile(schema["definitions"]["entry"]["pattern"].rstrip("$") + r"\Z")
-        self._field_defaults = {
-            name: spec["default"]
-            for name, spec in schema["definitions"]["fields"]["properties"].items()
-            if "default" in spec
-        }
-
-    def complete(self, extension: str, declaration: Mapping, defaults: Mapping) -> dict:
-        """A declaration with followme_defaults merged under it, then the schema's defaults."""
-        merged = {**self._field_defaults, **defaults, **declaration}
-        merged.setdefault("no_answer", {"voicemail": extension})
-        return merged
+        self._field_defaults = field_defaults(schema)
 
     def _valid_declaration(self, extension, declaration) -> bool:
         if not (isinstance(extension, str) and self._extension.match(extension)) or _has_float(declaration):
@@ -133,7 +136,7 @@ class Checker:
         complete: dict[str, dict] = {}
         for extension, declaration in followme.items():
             if isinstance(extension, str) and isinstance(declaration, Mapping) and "list" in declaration:
-                complete[extension] = self.complete(extension, declaration, defaults)
+                complete[extension] = completed(extension, declaration, defaults, self._field_defaults)
         # Cross-checks read only values the schema has vouched for: a field with an error of its
         # own (or in followme_defaults) is left out of them, the other fields are still checked.
         tainted: dict[str, set] = {extension: set() for extension in complete}

@@ -97,20 +97,21 @@ class CallPlan:
     music_on_hold: Optional[str] = None
     announcement: Optional[str] = None
 
-    def timeline(self, primary_busy: bool = False, unavailable=(), busy=()):
+    def timeline(self, unavailable=(), busy=()):
         """The rings of a call nobody answers, and when it reaches no_answer.
 
         `unavailable` and `busy` are internal extensions whose devices are in that state;
         they change what `firstavailable` / `firstnotonphone` / `-prim` ring, as on the PBX.
         """
-        primary_busy = primary_busy or (self.primary is not None and self.primary in busy)
+        primary_busy = self.primary is not None and self.primary in busy
+        not_idle = set(busy) | set(unavailable)
         rings, now = [], 0
         for step in self.steps:
             legs = [leg for leg in step.legs if leg.own or not primary_busy]
             if step.pick == FIRST_AVAILABLE:
                 legs = [leg for leg in legs if leg.external or leg.entry not in unavailable][:1]
             elif step.pick == FIRST_IDLE:
-                legs = [leg for leg in legs if leg.external or leg.entry not in set(busy) | set(unavailable)][:1]
+                legs = [leg for leg in legs if leg.external or leg.entry not in not_idle][:1]
             if not legs:
                 continue
             if step.pick in (EACH, GROW):
