@@ -9,18 +9,18 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 .PHONY: main test setup lab lint pytest molecule bench down
 
 main: lab
-	ansible-playbook site.yml
+	ansible-playbook -i inventory/lab site.yml
 
 test: lab lint pytest molecule
 
 setup: $(VENV)/.installed
 
 # System packages (apt), then the controller's Python tools in a virtual environment.
-$(VENV)/.installed: requirements.txt scripts/install-system-deps.sh
+$(VENV)/.installed: requirements.txt requirements-test.txt scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -r requirements-test.txt
 	touch $@
 
 lab: setup

@@ -1,7 +1,7 @@
 import pathlib
 
 import pytest
-from followme.declarations import Checker, load_schema
+from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import Checker, load_schema
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

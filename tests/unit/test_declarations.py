@@ -1,7 +1,7 @@
 """Field rules and cross-checks of the declaration format, with bad and good values."""
 
 import pytest
-from followme.declarations import check_hosts
+from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import check_hosts
 
 GOOD = {"list": ["2001", "2002", "909121234567#"]}
 

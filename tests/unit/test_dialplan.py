@@ -1,8 +1,15 @@
 """The renderer: small per-extension dialplan, data-only lines, and its own guard on what it writes."""
 
 import pytest
-from followme.dialplan import Settings, counts, gosub_arguments, no_answer_application, render, revision_of
-from followme.plan import build_plan, build_plans
+from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import (
+    Settings,
+    counts,
+    gosub_arguments,
+    no_answer_application,
+    render,
+    revision_of,
+)
+from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plan, build_plans
 
 SETTINGS = Settings(context="followme", device="PJSIP/{extension}", outbound_context="from-internal",
                     extension_context="from-internal", voicemail_context="default",

@@ -5,6 +5,7 @@ Regenerate the README's field table with:  .venv/bin/python tests/unit/test_docs
 
 import ast
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -34,7 +35,7 @@ def test_readme_field_reference_is_the_schema():
 
 
 def test_role_defaults_are_the_schema_defaults():
-    for name in ("followme", "followme_defaults", "followme_known_extensions", "followme_external_allow",
+    for name in ("followme_defaults", "followme_known_extensions", "followme_external_allow",
                  "followme_external_deny"):
         assert DEFAULTS[name] == SCHEMA["properties"][name]["default"], name
 
@@ -56,7 +57,7 @@ def test_argument_specs_and_module_defaults_match_the_role_defaults():
     for name, option in options.items():
         if "default" in option:
             assert option["default"] == DEFAULTS[name], name
-    module = (ROOT / "roles/followme/library/followme_dialplan.py").read_text()
+    module = (ROOT / "plugins/modules/followme_dialplan.py").read_text()
     documented = yaml.safe_load(ast.literal_eval(re.search(r'DOCUMENTATION = (r""".*?""")', module, re.S).group(1)))
     for option, spec in documented["options"].items():
         role_variable = {"owner": "followme_file_owner", "group": "followme_file_group", "mode": "followme_file_mode",
@@ -65,11 +66,18 @@ def test_argument_specs_and_module_defaults_match_the_role_defaults():
             assert spec["default"] == DEFAULTS[role_variable], option
 
 
+def test_the_role_ships_the_schema_as_a_real_file_equal_to_the_source():
+    shipped = ROOT / "roles/followme/files/followme.schema.json"
+    assert not shipped.is_symlink(), "a role install or collection build would lose a symlink"
+    assert shipped.read_bytes() == (ROOT / "schemas/followme.schema.json").read_bytes(), (
+        "cp schemas/followme.schema.json roles/followme/files/")
+
+
 def test_module_documentation_for_ansible_doc():
-    done = subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-doc"), "-M",
-                           str(ROOT / "roles/followme/library"), "--json", "followme_dialplan"],
-                          capture_output=True, text=True, check=True)
-    found = json.loads(done.stdout)["followme_dialplan"]
+    done = subprocess.run([str(pathlib.Path(sys.executable).parent / "ansible-doc"), "--json",
+                           "followme.asterisk.followme_dialplan"], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")), cwd=ROOT)
+    found = json.loads(done.stdout)["followme.asterisk.followme_dialplan"]
     assert found["doc"]["attributes"]["check_mode"]["support"] == "full"
     assert found["doc"]["attributes"]["diff_mode"]["support"] == "full"
     assert "followme_dialplan:" in found["examples"]

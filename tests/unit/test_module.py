@@ -1,21 +1,12 @@
 """The followme_dialplan module's file handling, without a PBX (its reloads are proven on the lab)."""
 
-import importlib.util
 import os
-import pathlib
 import stat
 
-import ansible.module_utils
 import pytest
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.testing import patch_module_args
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-# The role's module_utils, where AnsiballZ would find them for the module.
-ansible.module_utils.__path__.append(str(ROOT / "roles/followme/module_utils"))
-spec = importlib.util.spec_from_file_location("followme_dialplan", ROOT / "roles/followme/library/followme_dialplan.py")
-followme_dialplan = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(followme_dialplan)
+from ansible_collections.followme.asterisk.plugins.modules import followme_dialplan
 
 LINE = '#tryinclude "extensions_followme.conf"'
 

@@ -1,7 +1,7 @@
 """The call plan of every strategy, as the timeline of a call nobody answers (SPEC "Ring strategies")."""
 
 import pytest
-from followme.plan import build_plan
+from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plan
 
 LIST = ["2001", "2002", "909121234567#"]
 

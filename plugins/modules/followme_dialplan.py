@@ -177,8 +177,15 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_text
-from ansible.module_utils.followme.dialplan import FILE_NAME, Settings, context_of, counts, render, revision_of
-from ansible.module_utils.followme.plan import build_plans
+from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import (
+    FILE_NAME,
+    Settings,
+    context_of,
+    counts,
+    render,
+    revision_of,
+)
+from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plans
 
 # pbx_config only: the narrowest reload that loads the dialplan. Unlike `dialplan reload` it goes
 # through Asterisk's module loader, so `core show uptime` shows when it last happened.

@@ -16,13 +16,47 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-import fastjsonschema
-import jsonschema
-from jsonschema import Draft7Validator, ValidationError
+try:
+    import fastjsonschema
+    import jsonschema
+    from jsonschema import Draft7Validator, ValidationError
+except ImportError as exc:  # the controller lacks a library: MissingLibrary says which, in one line
+    LIBRARY_IMPORT_ERROR: ImportError | None = exc
+    Draft7Validator = ValidationError = None
+else:
+    LIBRARY_IMPORT_ERROR = None
+
+#: pip package (with the range the collection is tested with) of each library imported above.
+PIP_PACKAGES = {"jsonschema": "jsonschema>=4.18", "fastjsonschema": "fastjsonschema>=2.16"}
+
+
+class MissingLibrary(RuntimeError):
+    """A library the controller needs is not installed; the message names the pip package."""
+
+
+def require_libraries(python: str) -> None:
+    """Raise MissingLibrary naming the pip package when jsonschema or fastjsonschema is missing."""
+    if LIBRARY_IMPORT_ERROR is not None:
+        name = (LIBRARY_IMPORT_ERROR.name or "").split(".")[0]
+        package = PIP_PACKAGES.get(name, name or str(LIBRARY_IMPORT_ERROR))
+        raise MissingLibrary(f"followme needs the Python library {name or package} on the controller "
+                             f"({python}): install it with `{python} -m pip install '{package}'`")
 
 #: Role variables the schema covers, besides followme and followme_defaults.
 POLICY_VARIABLES = ("followme_known_extensions", "followme_external_allow", "followme_external_deny")
-VARIABLES = ("followme", "followme_defaults") + POLICY_VARIABLES
+#: Declaration layers, merged by extension in this order (a later layer's declaration wins).
+LAYERS = ("followme", "followme_host")
+VARIABLES = LAYERS + ("followme_defaults",) + POLICY_VARIABLES
+
+
+def layered(variables: Mapping[str, Any]) -> dict[str, str]:
+    """{extension: the layer variable its declaration comes from}, for valid layer mappings."""
+    origin: dict[str, str] = {}
+    for layer in LAYERS:
+        value = variables.get(layer)
+        if isinstance(value, Mapping):
+            origin.update((extension, layer) for extension in value)
+    return origin
 
 
 @dataclass(frozen=True)
@@ -65,12 +99,14 @@ def _full_pattern(validator, pattern, instance, schema):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-# Strict types ("10" is no integer, 7.0 is no integer, true is no number) and whole-string patterns.
-StrictValidator = jsonschema.validators.extend(
-    Draft7Validator,
-    validators={"pattern": _full_pattern},
-    type_checker=Draft7Validator.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number}),
-)
+def _strict_validator():
+    """Draft 7 with strict types ("10" is no integer, 7.0 is no integer, true is no number) and
+    whole-string patterns."""
+    return jsonschema.validators.extend(
+        Draft7Validator,
+        validators={"pattern": _full_pattern},
+        type_checker=Draft7Validator.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number}),
+    )
 
 
 def field_defaults(schema: Mapping) -> dict[str, Any]:
@@ -91,8 +127,9 @@ class Checker:
 
     def __init__(self, schema: Mapping):
         self.schema = schema
-        StrictValidator.check_schema(schema)
-        self._validator = StrictValidator(schema)
+        strict = _strict_validator()
+        strict.check_schema(schema)
+        self._validator = strict(schema)
         # A compiled validator of one declaration: the fast path for the common, valid case.
         # Whatever it lets through must also satisfy StrictValidator; what it rejects gets
         # jsonschema's detailed errors. It is as lenient as draft-07 on 7.0 as an integer,
@@ -116,16 +153,29 @@ class Checker:
     def check_host(self, host: str, variables: Mapping[str, Any]) -> tuple[dict[str, dict], list[DeclarationError]]:
         """Return the host's complete declarations (enabled or not) and every error found."""
         variables = {name: variables[name] for name in VARIABLES if name in variables}
-        followme = variables.get("followme", {})
-        if isinstance(followme, Mapping):
-            rest = {name: value for name, value in variables.items() if name != "followme"}
-            errors = [self._error(host, e) for e in self._validator.iter_errors(rest)]
-            for extension, declaration in followme.items():
-                if not self._valid_declaration(extension, declaration):
-                    errors.extend(self._error(host, e)
-                                  for e in self._validator.iter_errors({"followme": {extension: declaration}}))
-        else:
-            errors = [self._error(host, e) for e in self._validator.iter_errors(variables)]
+        errors = []
+        if not any(layer in variables for layer in LAYERS):
+            errors.append(DeclarationError(
+                host, "", "followme", None,
+                "the inventory names this host as a PBX (group pbx) but gives it no follow-me variables at all. "
+                "Accepted: followme (and followme_host) in its group_vars or host_vars; followme: {} to manage "
+                "an empty follow-me"))
+        rest = {name: value for name, value in variables.items()
+                if name not in LAYERS or not isinstance(value, Mapping)}
+        errors += [self._error(host, e) for e in self._validator.iter_errors(rest)]
+        for layer in LAYERS:
+            if isinstance(variables.get(layer), Mapping):
+                for extension, declaration in variables[layer].items():
+                    if not self._valid_declaration(extension, declaration):
+                        errors.extend(self._error(host, e)
+                                      for e in self._validator.iter_errors({layer: {extension: declaration}}))
+        followme = {}
+        for layer in LAYERS:
+            value = variables.get(layer, {})
+            if not isinstance(value, Mapping):
+                followme = None
+                break
+            followme.update(value)
         policy = {name: variables.get(name, copy.deepcopy(self.schema["properties"][name]["default"]))
                   for name in POLICY_VARIABLES}
         allow, deny = self._compile(host, policy, errors)
@@ -157,7 +207,7 @@ class Checker:
         path = list(error.absolute_path)
         variable = path.pop(0) if path else ""
         extension = ""
-        if variable == "followme" and path:
+        if variable in LAYERS and path:
             extension = str(path.pop(0))
         value = error.instance
         message = self._reason(error)

@@ -8,21 +8,20 @@ every error, or prints each extension's call plan (with -v).
 
 from __future__ import annotations
 
-import os
 import sys
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
-
-# The pure-Python core lives in the role's module_utils (shipped to hosts by AnsiballZ for the
-# module); on the controller it is imported from there directly.
-_MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-from followme.declarations import VARIABLES, Checker, load_schema  # noqa: E402
-from followme.plan import build_plans  # noqa: E402
+from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plans
+from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import (
+    VARIABLES,
+    Checker,
+    MissingLibrary,
+    load_schema,
+    require_libraries,
+)
+from ansible_collections.followme.asterisk.plugins.plugin_utils.variables import read_variables
 
 DOCUMENTATION = r"""
 ---
@@ -49,6 +48,10 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
+        try:
+            require_libraries(sys.executable)
+        except MissingLibrary as exc:
+            raise AnsibleActionFail(str(exc)) from None
         schema_path = self._task.args.get("schema") or self._find_needle("files", "followme.schema.json")
         try:
             schema = load_schema(schema_path)
@@ -56,10 +59,7 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"cannot read the followme schema {schema_path}: {exc}") from exc
 
         host = task_vars.get("inventory_hostname", "?")
-        # Values as the inventory holds them; only variables that hold a template are templated.
-        variables = {name: _plain(self._templar.template(task_vars[name]) if _has_template(task_vars[name])
-                                  else task_vars[name])
-                     for name in VARIABLES if name in task_vars}
+        variables = read_variables(task_vars, VARIABLES, self._templar.template)
         declarations, errors = Checker(schema).check_host(host, variables)
         result["changed"] = False
         if errors:
@@ -76,29 +76,3 @@ class ActionModule(ActionBase):
         result["msg"] = f"{len(declarations)} follow-me declaration(s) valid on {host}, {enabled} enabled"
         return result
 
-
-def _has_template(value) -> bool:
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, dict):
-        return any(_has_template(key) or _has_template(item) for key, item in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(_has_template(item) for item in value)
-    return False
-
-
-def _plain(value):
-    """Inventory values as plain Python (dict, list, str, int, bool, None), keeping their types."""
-    if isinstance(value, dict):
-        return {_plain(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    return value
