@@ -3,7 +3,8 @@ in tests/conftest.py, or `-p labcall.fixtures`).
 
 Fixtures:
   lab_host  (session) the lab PBX this worker owns: xdist worker gwN → the host
-            with index N+1 (pbx1, pbx2…); no xdist → pbx1. Fails when the lab is down.
+            with index N+1 (pbx1, pbx2…); no xdist → pbx1; FOLLOWME_LAB_HOST=N → pbxN
+            (one worker). Fails when the lab is down.
   asterisk  a callable: asterisk("core show channels") → stdout of `asterisk -rx` on lab_host.
 Marker:
   lab       the test needs the lab (`python -m lab up`); deselect with -m "not lab".
@@ -34,6 +35,8 @@ def worker_number() -> int:
 
 def host_for_worker(number: int | None = None) -> Host:
     """The lab host a pytest(-xdist) worker owns; raises LabError with the reason."""
+    if number is None and os.environ.get("FOLLOWME_LAB_HOST", "").isdigit():
+        number = int(os.environ["FOLLOWME_LAB_HOST"]) - 1  # a run of its own on lab host pbx<N>
     number = worker_number() if number is None else number
     hosts = sorted(lab_hosts(load_state()), key=lambda h: h.index)
     wanted = number + 1
