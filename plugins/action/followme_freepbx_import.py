@@ -141,7 +141,7 @@ class ActionModule(ActionBase):
         result.update(
             changed=bool(changed), written=changed, diff=diffs,
             path=os.path.join(dest, names["file"]), report=os.path.join(dest, names["report"]),
-            imported=len(imported.declarations), skipped=imported.skipped, notes=len(imported.notes),
+            imported=len(imported.declarations), not_imported=imported.skipped, notes=len(imported.notes),
             msg=(f"{host}: {len(imported.declarations)} of {total} extension(s) imported into "
                  f"{os.path.join(dest, names['file'])}; {len(imported.notes)} note(s) in {names['report']}"),
         )

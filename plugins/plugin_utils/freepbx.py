@@ -356,7 +356,7 @@ def settle(result: Imported, errors_of: Callable[[dict], Iterable[tuple[str, str
                 index = int(entry.group(1))
                 drop.setdefault(extension, set()).add(index)
                 result.note(extension, "grplist", declaration["list"][index],
-                            f"entry dropped: {message}")
+                            f"entry {json.dumps(declaration['list'][index])} dropped: {message}")
             elif path.startswith("no_answer") and declaration.get("no_answer") != "hangup":
                 result.note(extension, "postdest", _show(declaration["no_answer"]),
                             f"imported as hangup: {message}")
