@@ -98,7 +98,8 @@ class ActionModule(ActionBase):
         variable = args.get("variable") or "followme_host"
         if variable not in LAYERS:
             raise AnsibleActionFail(f"variable = {variable!r}: accepted: {', '.join(LAYERS)}")
-        names = {"file": args.get("file") or "followme.yml", "report": args.get("report") or "followme-import-report.md"}
+        names = {"file": args.get("file") or "followme.yml",
+                 "report": args.get("report") or "followme-import-report.md"}
         for option, name in names.items():
             if os.path.basename(name) != name or name in (".", ".."):
                 raise AnsibleActionFail(f"{option} = {name!r}: a file name, without a directory")

@@ -12,7 +12,7 @@ short_description: Read the AMPUSER keys of a FreePBX PBX from Asterisk's databa
 version_added: "1.1.0"
 description:
   - Runs C(asterisk -rx "database show AMPUSER") on the PBX and returns every key of the family
-    C(AMPUSER): FreePBX's per-extension settings, its Follow Me under C(<extension>/followme/).
+    C(AMPUSER), FreePBX's per-extension settings (its Follow Me is under C(<extension>/followme/)).
   - Never writes anything. C(asterisk -rx) exits 0 even when a command failed, so the output is
     accepted only when it ends with Asterisk's C(N results found.) line and N keys were read.
   - C(database show) pads short values with spaces; the C(followme/grppre) keys (CID name prefixes,

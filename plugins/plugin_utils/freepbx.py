@@ -98,9 +98,8 @@ def group_keys(keys: Mapping[str, str]) -> dict[str, dict[str, str]]:
     Keys are AMPUSER keys without the family (a leading "/AMPUSER/" is accepted and removed).
     """
     users: dict[str, dict[str, str]] = {}
-    for key, value in keys.items():
-        key = key.removeprefix("/AMPUSER/").removeprefix("AMPUSER/").lstrip("/")
-        user, _, rest = key.partition("/")
+    for name, value in keys.items():
+        user, _, rest = name.removeprefix("/AMPUSER/").removeprefix("AMPUSER/").lstrip("/").partition("/")
         if user and rest:
             users.setdefault(user, {})[rest] = value
     return users
@@ -148,15 +147,15 @@ def _declaration(ext: str, keys: Mapping[str, str], users: Mapping[str, Mapping[
     elif ddial.strip() not in ("DIRECT", "EXTENSION"):
         note("ddial", "imported as enabled: true: FreePBX's dialplan runs Follow Me for any ddial but EXTENSION")
 
-    declaration["initial_ring_time"] = _seconds(keys, "prering", 0, 0, 60, note)
+    declaration["initial_ring_time"] = _seconds(keys, "prering", 0, low=0, high=60, note=note)
     strategy = keys.get("strategy", "").strip()
     if strategy not in STRATEGIES:
         note("strategy", f"imported as {FREEPBX_STRATEGY}, FreePBX's default strategy: "
                          f"{'not set' if not strategy else 'not a strategy FreePBX or this project knows'}")
         strategy = FREEPBX_STRATEGY
     declaration["strategy"] = strategy
-    declaration["ring_time"] = _seconds(keys, "grptime", FREEPBX_RING_TIME, 1, 60, note)
-    declaration["no_answer"] = _destination(ext, keys.get("postdest", ""), users, voicemail_context, note)
+    declaration["ring_time"] = _seconds(keys, "grptime", FREEPBX_RING_TIME, low=1, high=60, note=note)
+    declaration["no_answer"] = _destination(keys.get("postdest", ""), users, voicemail_context, note)
     declaration["enabled"] = enabled
 
     grpconf = keys.get("grpconf", "").strip()
@@ -164,16 +163,17 @@ def _declaration(ext: str, keys: Mapping[str, str], users: Mapping[str, Mapping[
     if grpconf not in ("", "ENABLED", "DISABLED"):
         note("grpconf", "imported as confirm_calls: false (FreePBX confirms only when grpconf is ENABLED)")
 
-    declaration["cid_name_prefix"] = _optional(keys, "grppre", _CID_PREFIX, note, "cid_name_prefix",
-                                               "1 to 20 letters, digits, spaces and . _ : + -")
-    declaration["alert_info"] = _optional(keys, "dring", _ALERT_INFO, note, "alert_info",
-                                          "1 to 128 characters from letters, digits and < > : / . _ ; = @ ? & % ~ + -")
+    declaration["cid_name_prefix"] = _optional(keys, "grppre", _CID_PREFIX, note=note, name="cid_name_prefix",
+                                               accepted="1 to 20 letters, digits, spaces and . _ : + -")
+    declaration["alert_info"] = _optional(
+        keys, "dring", _ALERT_INFO, note=note, name="alert_info",
+        accepted="1 to 128 characters from letters, digits and < > : / . _ ; = @ ? & % ~ + -")
     ringing = keys.get("ringing", "").strip()
     if ringing in ("", "Ring"):
         declaration["music_on_hold"] = None
     else:
-        declaration["music_on_hold"] = _optional(keys, "ringing", _MOH, note, "music_on_hold",
-                                                 "a class name of letters, digits, _ and -")
+        declaration["music_on_hold"] = _optional(keys, "ringing", _MOH, note=note, name="music_on_hold",
+                                                 accepted="a class name of letters, digits, _ and -")
     declaration["announcement"] = _announcement(keys, note)
 
     for key, prompt in (("remotealertmsg", "followme_confirm_prompt"), ("toolatemsg", "followme_too_late_prompt")):
@@ -234,7 +234,7 @@ def _follow_list(ext: str, grplist: str, users: Mapping[str, Any], note: Callabl
     return entries
 
 
-def _seconds(keys: Mapping[str, str], key: str, default: int, low: int, high: int, note: Callable) -> int:
+def _seconds(keys: Mapping[str, str], key: str, default: int, *, low: int, high: int, note: Callable) -> int:
     text = keys.get(key, "").strip()
     if text == "":
         if key == "prering":
@@ -252,7 +252,7 @@ def _seconds(keys: Mapping[str, str], key: str, default: int, low: int, high: in
     return value
 
 
-def _optional(keys: Mapping[str, str], key: str, pattern: re.Pattern, note: Callable, name: str,
+def _optional(keys: Mapping[str, str], key: str, pattern: re.Pattern, *, note: Callable, name: str,
               accepted: str) -> str | None:
     value = keys.get(key, "")
     if value == "" or value.isspace():
@@ -284,7 +284,7 @@ def _announcement(keys: Mapping[str, str], note: Callable) -> str | None:
     return None
 
 
-def _destination(ext: str, postdest: str, users: Mapping[str, Mapping[str, str]], voicemail_context: str,
+def _destination(postdest: str, users: Mapping[str, Mapping[str, str]], voicemail_context: str,
                  note: Callable) -> Any:
     text = postdest.strip()
     if not text:
@@ -297,11 +297,12 @@ def _destination(ext: str, postdest: str, users: Mapping[str, Mapping[str, str]]
     if (context, target, priority) == ("app-blackhole", "hangup", "1"):
         return "hangup"
     if context == "ext-local" and priority == "dest" and _EXTENSION.fullmatch(target):
-        return _mailbox(ext, target, users, voicemail_context, note, "the extension's normal no-answer handling")
+        return _mailbox(target, users, voicemail_context, note=note,
+                        what="the extension's normal no-answer handling")
     voicemail = _VOICEMAIL_DEST.fullmatch(target)
     if context == "ext-local" and voicemail and priority == "1":
         greeting, mailbox = voicemail.groups()
-        result = _mailbox(ext, mailbox, users, voicemail_context, note, "voicemail")
+        result = _mailbox(mailbox, users, voicemail_context, note=note, what="voicemail")
         if isinstance(result, dict) and greeting != "u":
             note("postdest", f"imported as voicemail {mailbox} with the unavailable greeting: FreePBX played "
                              f"the {_GREETINGS[greeting]} greeting")
@@ -320,7 +321,7 @@ def _destination(ext: str, postdest: str, users: Mapping[str, Mapping[str, str]]
     return "hangup"
 
 
-def _mailbox(ext: str, mailbox: str, users: Mapping[str, Mapping[str, str]], voicemail_context: str,
+def _mailbox(mailbox: str, users: Mapping[str, Mapping[str, str]], voicemail_context: str, *,
              note: Callable, what: str) -> Any:
     context = users.get(mailbox, {}).get("voicemail", "").strip()
     if context in ("", "novm"):

@@ -340,14 +340,21 @@ def test_module_fails_on_anything_but_a_complete_listing(monkeypatch, output):
 # -- the labels tables (README and docs/panel-fields.fa.md) --------------------------------------
 
 def label_table_fields(text: str, heading: str) -> list[str]:
+    """The YAML field of each row of the first table after the heading (the column whose header says YAML)."""
     section = text.split(heading, 1)[1]
     rows = []
     for line in section.splitlines()[1:]:
         if line.startswith("#"):
             break
         if line.startswith("|") and not line.startswith("|---"):
-            rows.append(line)
-    return [re.findall(r"`([a-z_]+)`", row.split("|")[3])[0] for row in rows[1:]]
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    column = next(index for index, cell in enumerate(rows[0]) if "YAML" in cell)
+    fields = []
+    for row in rows[1:]:
+        names = re.fullmatch(r"`([a-z_]+)`", row[column])
+        assert names, row
+        fields.append(names.group(1))
+    return fields
 
 
 @pytest.mark.parametrize(("path", "heading"), [
@@ -356,4 +363,28 @@ def label_table_fields(text: str, heading: str) -> list[str]:
 ])
 def test_labels_tables_name_every_schema_field_once(path, heading):
     fields = label_table_fields((ROOT / path).read_text(), heading)
-    assert sorted(fields) == sorted(FIELDS), fields
+    assert fields == list(FIELDS), fields  # every field, once, in the schema's order
+
+
+def test_both_labels_tables_give_the_same_panel_and_freepbx_labels():
+    def labels(path, heading):
+        section = (ROOT / path).read_text().split(heading, 1)[1]
+        return [line.split("|")[1:4] for line in section.splitlines() if line.startswith("| ")][1:12]
+
+    assert labels("README.md", "## Labels of the panel") == labels("docs/panel-fields.fa.md", "## جدول فیلدها")
+
+
+#: The labels of the panel page's fields (../shared/seed/followme-panel-page.fa.md, in bold there).
+PANEL_LABELS = ["لیست شماره های مرا دنبال کن", "زمان زنگ خوردن اولیه", "استراتژی زنگ خوردن", "زمان زنگ خوردن",
+                "تنظیمات عدم پاسخگویی تماس"]
+
+
+@pytest.mark.parametrize(("path", "heading"), [
+    ("README.md", "## Labels of the panel"),
+    ("docs/panel-fields.fa.md", "## جدول فیلدها"),
+])
+def test_panel_labels_are_the_panel_pages_each_once(path, heading):
+    section = (ROOT / path).read_text().split(heading, 1)[1].split("\n## ", 1)[0]
+    first = [line.split("|")[1].strip() for line in section.splitlines()
+             if line.startswith("| ") and not line.startswith("|---")][1:]
+    assert [cell for cell in first if cell != "—"] == [f"«{label}»" for label in PANEL_LABELS]
