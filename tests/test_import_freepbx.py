@@ -238,6 +238,16 @@ def deployed(imported, user_inventory, freepbx):
     assert run.ok, run.output  # the call tests' declarations are back
 
 
+def test_import_without_a_destination_or_a_host_fails_and_writes_nothing(tmp_path):
+    run = run_playbook("playbooks/import_freepbx.yml", ROOT / "tests" / "inventories" / "unreachable")
+    assert run.returncode != 0 and "-e followme_import_dir=DIR" in run.output, run.output
+    assert run.recap["localhost"]["failed"] == 1, run.output
+    run = run_playbook("playbooks/import_freepbx.yml", ROOT / "tests" / "inventories" / "unreachable",
+                       extra_vars={"followme_import_dir": str(tmp_path), "followme_import_hosts": "freepbx"})
+    assert run.returncode != 0 and "name the FreePBX" in run.output, run.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_call_follows_the_imported_ringall(deployed):
     # 2001: ringall, pre-ring 2 s, ring time 3 s, then "Normal Extension Behavior" = voicemail 2001.
     result = place_call(deployed, "2001")

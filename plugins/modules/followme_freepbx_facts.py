@@ -11,12 +11,11 @@ module: followme_freepbx_facts
 short_description: Read the AMPUSER keys of a FreePBX PBX from Asterisk's database (read-only)
 version_added: "1.1.0"
 description:
-  - Runs C(asterisk -rx "database show AMPUSER") on the PBX and returns every key of the family
+  - Runs one C(asterisk -rx "database query ...") (a SELECT) on the PBX and returns every key of the family
     C(AMPUSER), FreePBX's per-extension settings (its Follow Me is under C(<extension>/followme/)).
   - Never writes anything. C(asterisk -rx) exits 0 even when a command failed, so the output is
-    accepted only when it ends with Asterisk's C(N results found.) line and N keys were read.
-  - C(database show) pads short values with spaces; the C(followme/grppre) keys (CID name prefixes,
-    where a trailing space matters) are read again one by one with C(database get), which does not.
+    accepted only when every value comes with its length and a last row counts the keys read.
+  - Values are read exactly, trailing spaces included (C(database show) pads them away).
   - Used by C(playbooks/import_freepbx.yml) through the action C(followme.asterisk.followme_freepbx_import).
 author:
   - followme developers
@@ -49,31 +48,59 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-_LINE = re.compile(r"/AMPUSER/(.+?) *: (.*)")
-_COUNT = re.compile(r"(\d+) results? found\.")
+#: One read of every AMPUSER key: each key and value ends in "|" (database query pads values with spaces,
+#: so the marker keeps trailing spaces, e.g. a CID name prefix "FM "), each value's length comes along to
+#: prove it was read whole, and a last row counts the keys.
+QUERY = ("SELECT 0 AS o, key || '|' AS k, length(value) AS n, value || '|' AS v FROM astdb "
+         "WHERE substr(key, 1, 9) = '/AMPUSER/' "
+         "UNION ALL SELECT 1, 'END|', count(*), '|' FROM astdb WHERE substr(key, 1, 9) = '/AMPUSER/' "
+         "ORDER BY o, k")
+_FIELD = re.compile(r"([onkv]) +: (.*)")
+
+
+def parse(out: str) -> dict[str, str]:
+    """{key without /AMPUSER/: value} from the output of `database query QUERY`; ValueError when incomplete."""
+    rows, row = [], {}
+    for line in out.split("\n"):
+        if not line.strip():
+            if row:
+                rows.append(row)
+            row = {}
+            continue
+        match = _FIELD.fullmatch(line.rstrip(" "))
+        if not match or match.group(1) in row:
+            raise ValueError(f"unexpected line {line!r}")
+        row[match.group(1)] = match.group(2)
+    if row:
+        rows.append(row)
+    if not rows or rows[-1] != {"o": "1", "k": "END|", "n": rows[-1].get("n", ""), "v": "|"} \
+            or not rows[-1]["n"].isdigit():
+        raise ValueError("the listing does not end with the count of keys")
+    keys = {}
+    for row in rows[:-1]:
+        if set(row) != {"o", "k", "n", "v"} or row["o"] != "0" or not row["k"].startswith("/AMPUSER/") \
+                or not row["k"].endswith("|") or not row["v"].endswith("|") or not row["n"].isdigit():
+            raise ValueError(f"unexpected row {row!r}")
+        value = row["v"][:-1]
+        if len(value) != int(row["n"]):
+            raise ValueError(f"{row['k'][:-1]}: a value of {row['n']} characters read as {len(value)}")
+        keys[row["k"][len("/AMPUSER/"):-1]] = value
+    if len(keys) != int(rows[-1]["n"]):
+        raise ValueError(f"{rows[-1]['n']} keys counted, {len(keys)} read")
+    return keys
 
 
 def read_keys(module: AnsibleModule, asterisk: str) -> dict[str, str]:
-    rc, out, err = module.run_command([asterisk, "-rx", "database show AMPUSER"])
-    lines = [line for line in out.splitlines() if line.strip()]
-    count = _COUNT.fullmatch(lines[-1].strip()) if lines else None
-    if rc != 0 or count is None:
-        module.fail_json(msg="could not read Asterisk's database with `asterisk -rx \"database show AMPUSER\"` "
-                             "(is Asterisk running?)", rc=rc, stdout=out, stderr=err)
-    keys = {}
-    for line in lines[:-1]:
-        match = _LINE.fullmatch(line)
-        if not match:
-            module.fail_json(msg=f"unexpected line in `database show AMPUSER`: {line!r}", stdout=out)
-        keys[match.group(1)] = match.group(2).rstrip(" ")
-    if len(keys) != int(count.group(1)):
-        module.fail_json(msg=f"`database show AMPUSER` announced {count.group(1)} keys, {len(keys)} were read",
-                         stdout=out)
-    for key in sorted(k for k in keys if k.endswith("/followme/grppre") and keys[k] and " " not in k):
-        rc, out, err = module.run_command([asterisk, "-rx", f"database get AMPUSER {key}"])
-        if rc == 0 and out.startswith("Value: ") and out.endswith("\n"):
-            keys[key] = out[len("Value: "):-1]
-    return keys
+    command = f'database query "{QUERY}"'
+    rc, out, err = module.run_command([asterisk, "-rx", command])
+    try:
+        if rc != 0:
+            raise ValueError(f"exit status {rc}")
+        return parse(out)
+    except ValueError as exc:
+        module.fail_json(msg=f"could not read Asterisk's database with `asterisk -rx '{command}'` "
+                             f"(is Asterisk running?): {exc}", rc=rc, stdout=out, stderr=err)
+    return {}
 
 
 def main() -> None:

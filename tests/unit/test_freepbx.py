@@ -289,13 +289,19 @@ def test_report_escapes_table_cells_and_is_stable():
                                                                  yaml_name="f.yml", total=1)
 
 
-# -- the module's parsing of `database show AMPUSER` ------------------------------------------------
+# -- the module's parsing of `database query` ------------------------------------------------------
 
-SHOWN = ("/AMPUSER/2001/followme/grplist                   : 2001-2002#               \n"
-         "/AMPUSER/2001/followme/grppre                    : FM                       \n"
-         "/AMPUSER/2001/followme/postdest                  : ext-local,2001,dest      \n"
-         "/AMPUSER/a-very-long-key-name-over-fifty-characters/x: a: b\n"
-         "4 results found.\n")
+def listing(keys: dict[str, str], count: int | None = None) -> str:
+    """What Asterisk 22 prints for followme_freepbx_facts.QUERY: one block per row, "%-5s: %-50s" per column."""
+    rows = [("0", f"/AMPUSER/{key}|", str(len(value)), f"{value}|") for key, value in sorted(keys.items())]
+    rows.append(("1", "END|", str(len(keys) if count is None else count), "|"))
+    return "".join("".join(f"{name:<5}: {value:<50}\n" for name, value in zip("oknv", row, strict=True)) + "\n"
+                   for row in rows)
+
+
+KEYS = {"2001/followme/grplist": "2001-2002#", "2001/followme/grppre": "FM ", "2001/followme/dring": "",
+        "2001/followme/postdest": "ext-local,2001,dest", "2001/cidname": "a: b|c  ",
+        "a-very-long-key-name-over-fifty-characters-long-for-sure/x": "y" * 80}
 
 
 def run_module(monkeypatch, outputs):
@@ -311,30 +317,37 @@ def run_module(monkeypatch, outputs):
     return module, calls
 
 
-def test_module_reads_every_key_and_grppre_exactly(monkeypatch):
-    module, calls = run_module(monkeypatch, [(0, SHOWN, ""), (0, "Value: FM \n", "")])
-    keys = followme_freepbx_facts.read_keys(module, "asterisk")
-    assert keys == {"2001/followme/grplist": "2001-2002#", "2001/followme/grppre": "FM ",
-                    "2001/followme/postdest": "ext-local,2001,dest",
-                    "a-very-long-key-name-over-fifty-characters/x": "a: b"}
-    assert calls == [["asterisk", "-rx", "database show AMPUSER"],
-                     ["asterisk", "-rx", "database get AMPUSER 2001/followme/grppre"]]
+def test_module_reads_every_key_exactly_in_one_command(monkeypatch):
+    module, calls = run_module(monkeypatch, [(0, listing(KEYS), "")])
+    assert followme_freepbx_facts.read_keys(module, "asterisk") == KEYS
+    assert calls == [["asterisk", "-rx", f'database query "{followme_freepbx_facts.QUERY}"']]
+
+
+def test_module_reads_an_empty_database(monkeypatch):
+    module, _ = run_module(monkeypatch, [(0, listing({}), "")])
+    assert followme_freepbx_facts.read_keys(module, "asterisk") == {}
 
 
 @pytest.mark.parametrize("output", [
     "Unable to connect to remote asterisk (does /var/run/asterisk/asterisk.ctl exist?)\n",
-    SHOWN.replace("4 results", "5 results"),
-    "garbage line\n1 results found.\n",
+    listing(KEYS, count=7),
+    listing(KEYS).replace("FM |", "FM|"),                        # a value shorter than its length
+    listing(KEYS).split("o    : 1")[0],                           # no count row
+    listing({"2001/followme/grplist": "a\nb"}),                  # a value over two lines
     "",
 ])
 def test_module_fails_on_anything_but_a_complete_listing(monkeypatch, output):
     module, _ = run_module(monkeypatch, [(0, output, "")])
     failures = []
-    monkeypatch.setattr(AnsibleModule, "fail_json", lambda self, **kw: failures.append(kw) or (_ for _ in ()).throw(
-        SystemExit(1)))
+
+    def fail_json(self, **kwargs):
+        failures.append(kwargs)
+        raise SystemExit(1)
+
+    monkeypatch.setattr(AnsibleModule, "fail_json", fail_json)
     with pytest.raises(SystemExit):
         followme_freepbx_facts.read_keys(module, "asterisk")
-    assert failures and "database show AMPUSER" in failures[0]["msg"]
+    assert "could not read Asterisk's database" in failures[0]["msg"]
 
 
 # -- the labels tables (README and docs/panel-fields.fa.md) --------------------------------------
