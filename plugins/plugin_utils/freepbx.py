@@ -181,12 +181,12 @@ def _declaration(ext: str, keys: Mapping[str, str], users: Mapping[str, Mapping[
             note(key, f"not carried over: one prompt per PBX here, the role variable {prompt} "
                       "(set it to this file's name if every extension used it)")
     changecid = keys.get("changecid", "").strip().lower()
-    if changecid not in ("", "default"):
-        fixed = keys.get("fixedcid", "").strip()
-        kind = "a mode FreePBX itself treats as default" if changecid not in (
-            "did", "forcedid", "fixed", "extern") else "not supported here yet"
-        note("changecid", f"not carried over ({kind}): external legs keep the caller's number"
+    fixed = keys.get("fixedcid", "").strip()
+    if changecid in ("did", "forcedid", "fixed", "extern"):
+        note("changecid", "not carried over (not supported here yet): external legs keep the caller's number"
                           + (f"; fixedcid was {json.dumps(fixed)}" if fixed else ""))
+    elif changecid not in ("", "default"):
+        note("changecid", "nothing to carry over: FreePBX treats an unknown mode as default")
     for key in sorted(set(keys) - set(KEYS)):
         if keys[key].strip():
             note(key, "not carried over: no such setting here")

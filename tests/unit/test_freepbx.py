@@ -154,7 +154,7 @@ def test_each_key(key, value, field, expected, noted):
     ("toolatemsg", "custom/late", "followme_too_late_prompt"),
     ("changecid", "fixed", "not supported here yet"),
     ("changecid", "extern", "not supported here yet"),
-    ("changecid", "weird", "a mode FreePBX itself treats as default"),
+    ("changecid", "weird", "FreePBX treats an unknown mode as default"),
     ("rvolume", "5", "no such setting here"),
     ("calendar_id", "3", "no such setting here"),
 ])
