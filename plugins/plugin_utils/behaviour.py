@@ -15,6 +15,7 @@ validated extension number, so an MR cannot put markup or HTML into the comment.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -65,7 +66,7 @@ def _on_off(value) -> str:
 
 
 def _text(value) -> str:
-    return "none" if value is None else code(value)
+    return "none" if value is None else code(json.dumps(value, ensure_ascii=False))
 
 
 def _no_answer(value) -> str:
@@ -86,7 +87,7 @@ FIELDS = (
     ("confirm_calls", "confirm calls", _on_off),
     ("cid_name_prefix", "caller-ID prefix", _text),
     ("alert_info", "alert-info", _text),
-    ("music_on_hold", "music on hold", lambda value: "none (ringing)" if value is None else code(value)),
+    ("music_on_hold", "music on hold", lambda value: "none (ringing)" if value is None else _text(value)),
     ("announcement", "announcement", _text),
 )
 
@@ -108,8 +109,13 @@ def list_words(old: Sequence[str], new: Sequence[str]) -> str:
 def change_words(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Each field that differs between two declarations, in words: ["initial ring 7 s → 5 s", ...].
 
-    Fields missing on a side (a partial mapping such as followme_defaults) show as "unset".
+    Fields missing on a side (a partial mapping such as followme_defaults) show as "unset". A
+    declaration that is disabled on both sides changes nothing for callers; one that becomes
+    disabled is told as that alone.
     """
+    was, now = old.get("enabled", True), new.get("enabled", True)
+    if "list" in new and not now:
+        return [] if not was else ["disabled: calls get the site's normal handling"]
     words = []
     for name, label, show in FIELDS:
         if old.get(name) == new.get(name) and (name in old) == (name in new):
@@ -136,7 +142,7 @@ def settings_words(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 def code(value) -> str:
     """`value` as an inline code span that no backtick in it can close early."""
     text = value if isinstance(value, str) else _literal(value)
-    text = " ".join(text.split())  # a code span is one line
+    text = text.replace("\r", " ").replace("\n", " ")  # a code span is one line
     run = max((len(match) for match in re.findall(r"`+", text)), default=0)
     fence = "`" * (run + 1)
     pad = " " if text.startswith("`") or text.endswith("`") or not text else ""
@@ -287,7 +293,7 @@ def _origin(state: HostState, extension: str) -> str:
 
 def _describe(extension: str, declaration: Mapping[str, Any]) -> str:
     if not declaration.get("enabled", True):
-        return "disabled: calls get the site's normal handling"
+        return "disabled (calls get the site's normal handling)"
     return build_plan(extension, declaration).describe().split(": ", 1)[1]
 
 
@@ -368,7 +374,8 @@ def _host_section(host: str, base: Optional[HostState], head: Optional[HostState
                   *_fold(f"{len(changes.removed)} removed extensions", _grouped(items)), ""]
     if changes.changed:
         items = [(extension, _origin(head, extension), "; ".join(words),
-                  " — now: " + _describe(extension, head.declarations[extension]))
+                  " — now: " + _describe(extension, head.declarations[extension])
+                  if head.declarations[extension].get("enabled", True) else "")
                  for extension, words in changes.changed.items()]
         lines += ["**Changed**", "", *_fold(f"{len(changes.changed)} changed extensions", _grouped(items)), ""]
     for extension in changes.added:
