@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from ansible_collections.followme.asterisk.plugins.module_utils.plan import STRATEGIES, build_plan
+from ansible_collections.followme.asterisk.plugins.plugin_utils.behaviour import gantt
 from deploy import ROOT
 
 FIXTURES = ROOT / "tests" / "inventories" / "plan"
@@ -95,8 +97,8 @@ def test_merge_request_plan_in_words_with_layers_and_timelines(repo):
                      r"hang up — now: ring 2002 for 7 s; then ring 2003 for 25 s; then hang up", tehran, re.M), tehran
     assert re.search(r"^- \*\*2003\*\* \(`followme_host`, " + re.escape(host_file) + r"\d+`\): now declared in "
                      r"`followme_host` instead of `followme` \(same behaviour\)", tehran, re.M), tehran
-    assert re.search(r'^- \*\*2005\*\* \(`followme_host`, .*\): ring time 20 s → 25 s; caller-ID prefix none → `"FM "`; '
-                     r'music on hold none \(ringing\) → `"default"`', tehran, re.M), tehran
+    assert re.search(r'^- \*\*2005\*\* \(`followme_host`, .*\): ring time 20 s → 25 s; caller-ID prefix none → '
+                     r'`"FM "`; music on hold none \(ringing\) → `"default"`', tehran, re.M), tehran
     assert re.search(r"^- \*\*2004\*\* \(`followme_host`, .*\): ring 2004, 2007 together for 25 s; then go to "
                      r"from-internal,7000,1$", tehran, re.M), tehran
     # A Mermaid timeline per added or changed extension: 2004 added, 2001, 2002, 2003, 2005 changed.
@@ -208,11 +210,11 @@ def mermaid_tasks(diagrams: list[str]) -> list:
 def assert_mermaid_valid(markdown: str) -> None:
     diagrams = re.findall(r"^```mermaid\n(.*?)^```$", markdown, re.M | re.S)
     assert diagrams
-    for diagram, parsed in zip(diagrams, mermaid_tasks(diagrams)):
+    for diagram, parsed in zip(diagrams, mermaid_tasks(diagrams), strict=True):
         assert "error" not in parsed, (parsed, diagram)
         bars = [line.strip() for line in diagram.splitlines() if " : " in line]
         assert len(parsed["tasks"]) == len(bars), (parsed, diagram)
-        for bar, task in zip(bars, parsed["tasks"]):
+        for bar, task in zip(bars, parsed["tasks"], strict=True):
             name, times = bar.split(" : ")
             assert task["task"] == name
             start, end = (sum(int(part) * 60 ** (2 - index) for index, part in enumerate(clock.split(":")))
@@ -223,9 +225,6 @@ def assert_mermaid_valid(markdown: str) -> None:
 
 def test_every_strategy_draws_a_gantt_mermaid_reads_as_the_timeline():
     """Mermaid's own parser reads back each strategy's timeline, bar by bar, from the chart."""
-    from ansible_collections.followme.asterisk.plugins.module_utils.plan import STRATEGIES, build_plan
-    from ansible_collections.followme.asterisk.plugins.plugin_utils.behaviour import gantt
-
     declarations = []
     for strategy in STRATEGIES:
         for pre in (0, 7):
@@ -235,7 +234,7 @@ def test_every_strategy_draws_a_gantt_mermaid_reads_as_the_timeline():
                 "enabled": True, "confirm_calls": False, "cid_name_prefix": None, "alert_info": None,
                 "music_on_hold": None, "announcement": None})
     diagrams = [gantt("2001", declaration) for declaration in declarations]
-    for declaration, parsed in zip(declarations, mermaid_tasks(diagrams)):
+    for declaration, parsed in zip(declarations, mermaid_tasks(diagrams), strict=True):
         assert "error" not in parsed, parsed
         rings, end = build_plan("2001", declaration).timeline()
         expected = [(ring.start, ring.end) for ring in rings] + [(end, end)]

@@ -33,7 +33,6 @@ from ansible_collections.followme.asterisk.plugins.plugin_utils.behaviour import
     plan_markdown,
 )
 from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import (
-    LAYERS,
     VARIABLES,
     Checker,
     MissingLibrary,
@@ -162,29 +161,29 @@ class ActionModule(ActionBase):
             problems.append(f"no host in group {GROUP}")
         states = {}
         for host in hosts:
-            states[host.name] = self._host(host, inventory, loader, variables, root, checker)
+            states[host.name] = _host_state(host, loader, variables, root, checker)
         return Revision(name, states, problems)
 
-    @staticmethod
-    def _host(host, inventory, loader, variables, root, checker) -> HostState:
-        try:
-            all_vars = variables.get_vars(host=host, include_hostvars=False)
-            templar = Templar(loader=loader, variables=all_vars)
-            values = read_variables(all_vars, VARIABLES + SETTINGS, templar.template)
-        except AnsibleError as exc:
-            return HostState(errors=[("", f"{host.name}: variables could not be read: {to_text(exc)}")])
-        declarations, errors = checker.check_host(host.name, {name: values[name] for name in VARIABLES
-                                                              if name in values})
-        origins = {extension: (layer, _origin(all_vars.get(layer), extension, root))
-                   for extension, layer in layered(values).items()}
-        defaults = values.get("followme_defaults")
-        return HostState(
-            declarations=declarations,
-            origins=origins,
-            errors=[(error.extension, str(error)) for error in errors],
-            defaults=defaults if isinstance(defaults, Mapping) else {},
-            settings={name: values[name] for name in SETTINGS if name in values},
-        )
+
+def _host_state(host, loader, variables, root, checker) -> HostState:
+    """One host of a revision: its variables as Ansible resolves them, its declarations completed."""
+    try:
+        all_vars = variables.get_vars(host=host, include_hostvars=False)
+        templar = Templar(loader=loader, variables=all_vars)
+        values = read_variables(all_vars, VARIABLES + SETTINGS, templar.template)
+    except AnsibleError as exc:
+        return HostState(errors=[("", f"{host.name}: variables could not be read: {to_text(exc)}")])
+    declarations, errors = checker.check_host(host.name, {name: values[name] for name in VARIABLES if name in values})
+    origins = {extension: (layer, _origin(all_vars.get(layer), extension, root))
+               for extension, layer in layered(values).items()}
+    defaults = values.get("followme_defaults")
+    return HostState(
+        declarations=declarations,
+        origins=origins,
+        errors=[(error.extension, str(error)) for error in errors],
+        defaults=defaults if isinstance(defaults, Mapping) else {},
+        settings={name: values[name] for name in SETTINGS if name in values},
+    )
 
 
 def _origin(layer_value: Any, extension: str, root: str):
@@ -211,10 +210,10 @@ def _git(repo: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
 def _repository(sources) -> tuple[str, list[str]]:
     """The git work tree that holds every inventory source, and each source's path inside it."""
     if not sources:
-        raise AnsibleActionFail("followme_plan needs an inventory: -i <path of the inventory inside the git repository>")
+        raise AnsibleActionFail("followme_plan needs an inventory: -i <path of the inventory in the git repository>")
     repo, relative = None, []
-    for source in sources:
-        source = str(source)
+    for given in sources:
+        source = str(given)
         if "," in source and not os.path.exists(source):
             raise AnsibleActionFail(f"inventory {source!r} is a host list, not a file of the git repository")
         path = Path(os.path.abspath(source))

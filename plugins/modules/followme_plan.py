@@ -14,7 +14,8 @@ description:
   - Compares the follow-me declarations of two git revisions of the repository that holds the inventory
     (for example a merge request's target branch and its head) for every host of group C(pbx), and writes
     Markdown a pipeline can post as a merge-request comment.
-  - Per host, the extensions added, removed and changed, each change in words (for example
+  - >-
+    Per host, the extensions added, removed and changed, each change in words (for example
     C(2001: initial ring 7 s → 5 s; list + 2003, − 909121234567#; no answer: voicemail 2001 → extension 2002)),
     which layer variable (C(followme) or C(followme_host)) and file each declaration comes from, changes of
     C(followme_defaults) and of the role variables that change calls, and the new timeline of each added or

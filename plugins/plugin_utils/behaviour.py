@@ -301,14 +301,18 @@ def _grouped(items: Sequence[tuple]) -> list[str]:
     """Bullet lines for (extension, origin text, words, plan in words) items.
 
     Extensions with the same words and origin share a line (a changed default touches many);
-    an extension alone on its line also gets its whole plan in words.
+    an extension alone on its line also gets its whole plan in words, unless there are more lines
+    than FOLD_LINES (then the words of the change are all, to keep the comment short).
     """
     groups: dict[tuple, list] = {}
     for extension, origin, words, now in items:
         groups.setdefault((origin, words), []).append((extension, now))
     lines = []
+    brief = len(groups) > FOLD_LINES
     for (origin, words), members in groups.items():
-        if len(members) == 1:
+        if len(members) == 1 and brief:
+            lines.append(f"- **{members[0][0]}**{origin}: {words}")
+        elif len(members) == 1:
             extension, now = members[0]
             lines.append(f"- **{extension}**{origin}: {words}{now}")
         else:
