@@ -57,9 +57,10 @@ def repo(tmp_path):
     return repo
 
 
-def plan(repo: Path, *extra: str, inventory: str = INVENTORY) -> subprocess.CompletedProcess:
+def plan(repo: Path, *extra: str, inventory: str = INVENTORY, options=()) -> subprocess.CompletedProcess:
     """ansible-playbook -i <inventory> followme.asterisk.plan -e ..., run in the repository as a pipeline does."""
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, "followme.asterisk.plan"]
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, "followme.asterisk.plan",
+               *options]
     for value in extra:
         command += ["-e", value]
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
@@ -178,6 +179,37 @@ def test_no_inventory_in_head_or_unknown_revision_fails_clearly(repo):
     run = plan(repo)
     assert run.returncode != 0
     assert "followme_plan needs the base revision: -e followme_plan_base=<git revision>" in run.stdout + run.stderr
+
+
+def test_revisions_are_read_as_a_deploy_reads_them(repo, tmp_path):
+    """Vaulted files open with the command's vault secrets, export-ignore hides nothing, group_vars at the
+    repository's top level count, the command's own -e values do not, and the repository is left as it was."""
+    password = tmp_path / "vault-password"
+    password.write_text("s3cret\n")
+    shiraz = repo / INVENTORY / "host_vars" / "pbx-shiraz.yml"
+    vault = [str(Path(sys.executable).parent / "ansible-vault"), "encrypt", "--vault-password-file", str(password),
+             str(shiraz)]
+    subprocess.run(vault, check=True, capture_output=True)
+    (repo / ".gitattributes").write_text(f"{INVENTORY}/host_vars/** export-ignore\n")
+    (repo / "group_vars").mkdir()
+    (repo / "group_vars" / "pbx.yml").write_text("---\nfollowme_defaults:\n  ring_time: 40\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "vaulted host_vars, top-level group_vars")
+    status = git(repo, "status", "--porcelain=v1", "--ignored")
+    worktrees = git(repo, "worktree", "list")
+    run = plan(repo, "followme_plan_base=main", "followme_plan_head=mr", "followme_plan_output=plan.md",
+               '{"followme_defaults": {"ring_time": 5}}', options=["--vault-password-file", str(password)])
+    assert run.returncode == 0, run.stdout + run.stderr
+    markdown = (repo / "plan.md").read_text(encoding="utf-8")
+    shiraz_plan = section(markdown, "pbx-shiraz")
+    # Ansible's precedence: playbook-adjacent group_vars over inventory group_vars, not the -e of the plan run.
+    assert "- `followme_defaults`: ring time 20 s → 40 s\n" in shiraz_plan
+    assert re.search(r"^- \*\*2002\*\* \(`followme_host`, `inventory/production/host_vars/pbx-shiraz.yml:\d+`\): "
+                     r"disabled", shiraz_plan, re.M), shiraz_plan
+    assert "### `pbx-tehran`: 1 added, 0 removed, 4 changed" in markdown
+    (repo / "plan.md").unlink()
+    assert git(repo, "status", "--porcelain=v1", "--ignored") == status
+    assert git(repo, "worktree", "list") == worktrees
 
 
 # -- Mermaid itself ---------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 """Action plugin: what callers will experience after a merge request, as Markdown.
 
 Runs on the controller and never connects to a PBX. It extracts two git revisions of the
-repository that holds the inventory (`git archive`), loads each revision's inventory with
+repository that holds the inventory into temporary directories, loads each revision's inventory with
 Ansible's own machinery (InventoryManager, VariableManager, DataLoader: host and group variable
 precedence exactly as a deploy sees it), completes every declaration of every host of group pbx
 with declarations.Checker (defaults as in a deploy) and hands both sides to behaviour.py.
@@ -244,13 +244,16 @@ def _commit(repo: str, side: str, rev: str) -> str:
 
 
 def _extract(repo: str, commit: str, target: str) -> None:
-    """The files of one commit into `target` (git archive | tar -x)."""
+    """The files of one commit into `target`, as `git checkout` would write them.
+
+    A throw-away index (git read-tree, then git checkout-index --prefix) rather than git archive:
+    .gitattributes' export-ignore must not hide an inventory file, and nothing is left in the
+    repository (no worktree to prune, the real index untouched).
+    """
     os.makedirs(target)
-    with tempfile.TemporaryFile() as archive:
-        done = _git(repo, "archive", "--format=tar", commit, stdout=archive)
+    index = os.path.join(os.path.dirname(target), os.path.basename(target) + ".index")
+    env = dict(os.environ, GIT_INDEX_FILE=index)
+    for args in (("read-tree", commit), ("checkout-index", "--all", f"--prefix={target}/")):
+        done = _git(repo, *args, env=env)
         if done.returncode != 0:
-            raise AnsibleActionFail(f"git archive {commit} failed: {to_text(done.stderr).strip()}")
-        archive.seek(0)
-        unpacked = subprocess.run(["tar", "-x", "-C", target], stdin=archive, capture_output=True, check=False)
-        if unpacked.returncode != 0:
-            raise AnsibleActionFail(f"unpacking {commit} failed: {to_text(unpacked.stderr).strip()}")
+            raise AnsibleActionFail(f"git {args[0]} {commit} failed: {to_text(done.stderr).strip()}")

@@ -20,7 +20,8 @@ description:
     which layer variable (C(followme) or C(followme_host)) and file each declaration comes from, changes of
     C(followme_defaults) and of the role variables that change calls, and the new timeline of each added or
     changed extension as a Mermaid Gantt chart (who rings when, and where the call goes if nobody answers).
-  - Each revision is extracted with C(git archive) into a temporary directory and its inventory is loaded with
+  - Each revision is checked out into a temporary directory (a throw-away git index; the repository is left as
+    it was) and its inventory is loaded with
     Ansible's own C(InventoryManager) and C(VariableManager), so host and group variable precedence is exactly
     Ansible's. Declarations are completed and validated as in a deploy (C(followme_defaults), then the schema's
     defaults). The extra variables of the command itself (C(-e)) are not applied to either revision.
