@@ -142,6 +142,16 @@ def test_work_tree_with_an_error_is_reported_and_fails(repo):
     assert "### `pbx-shiraz`: 0 added, 1 removed, 2 changed" in output  # the other hosts are still planned
 
 
+def test_work_tree_that_does_not_parse_names_file_and_line(repo):
+    group = repo / INVENTORY / "group_vars" / "pbx" / "followme.yml"
+    group.write_text(group.read_text() + "  \"2009\": [\n")
+    run = plan(repo, "followme_plan_base=main")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert re.search(rf"pbx-tehran: variables could not be read: {INVENTORY}/group_vars/pbx/followme.yml:\d+: "
+                     "YAML parsing failed", output), output
+
+
 def test_base_with_an_error_is_reported_and_head_fixes_it(repo):
     git(repo, "checkout", "-q", "main")
     group = repo / INVENTORY / "group_vars" / "pbx" / "followme.yml"

@@ -83,6 +83,11 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"cannot read the followme schema {schema_path}: {exc}") from exc
         checker = Checker(schema)
 
+        limit = args.get("max_diagrams", MAX_DIAGRAMS)
+        if isinstance(limit, str) and limit.isdigit():
+            limit = int(limit)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise AnsibleActionFail(f"max_diagrams must be a whole number of diagrams, not {limit!r}")
         repo, relative = _repository(sources)
         with tempfile.TemporaryDirectory(prefix="followme-plan-") as scratch:
             revisions = []
@@ -95,7 +100,7 @@ class ActionModule(ActionBase):
                     _extract(repo, commit, root)
                     name = rev if commit.startswith(rev) else f"{rev} ({commit[:10]})"
                 revisions.append(self._load(name, root, relative, checker))
-        markdown = plan_markdown(*revisions, max_diagrams=int(args.get("max_diagrams", MAX_DIAGRAMS)))
+        markdown = plan_markdown(*revisions, max_diagrams=limit)
 
         display = Display()
         output = args.get("output")
@@ -109,7 +114,6 @@ class ActionModule(ActionBase):
             result["output"] = path
         else:
             display.display(markdown)
-        result["markdown"] = markdown
 
         head_revision = revisions[1]
         invalid = {host: state.errors for host, state in head_revision.hosts.items() if state.errors}
@@ -120,6 +124,7 @@ class ActionModule(ActionBase):
                              + ("no host in group pbx. " if not head_revision.hosts else "")
                              + f"{len(problems)} problem(s):\n" + "\n".join(problems))
         else:
+            result["markdown"] = markdown  # left out of a failure: the callback would print it all a second time
             result["msg"] = (f"plan of {len(head_revision.hosts)} host(s) from {revisions[0].name} to "
                              f"{head_revision.name}" + (f" written to {result['output']}" if output else ""))
         return result
@@ -141,7 +146,7 @@ class ActionModule(ActionBase):
                 ok = InventoryManager(loader, parse=False).parse_source(source)
             except AnsibleError as exc:
                 ok = False
-                problems.append(f"{path}: {to_text(exc)}")
+                problems.append(f"{path}: {_error_text(exc, root)}")
             if ok:
                 parsed.append(source)
             elif not problems or not problems[-1].startswith(f"{path}:"):
@@ -152,7 +157,7 @@ class ActionModule(ActionBase):
             inventory = InventoryManager(loader, sources=parsed)
             variables = VariableManager(loader=loader, inventory=inventory)
         except AnsibleError as exc:
-            return Revision(name, {}, problems + [to_text(exc)])
+            return Revision(name, {}, problems + [_error_text(exc, root)])
         # The revision alone: this command's own -e values (followme_plan_*) belong to neither side.
         variables._extra_vars = {}
         group = inventory.groups.get(GROUP)
@@ -172,7 +177,7 @@ def _host_state(host, loader, variables, root, checker) -> HostState:
         templar = Templar(loader=loader, variables=all_vars)
         values = read_variables(all_vars, VARIABLES + SETTINGS, templar.template)
     except AnsibleError as exc:
-        return HostState(errors=[("", f"{host.name}: variables could not be read: {to_text(exc)}")])
+        return HostState(errors=[("", f"{host.name}: variables could not be read: {_error_text(exc, root)}")])
     declarations, errors = checker.check_host(host.name, {name: values[name] for name in VARIABLES if name in values})
     origins = {extension: (layer, _origin(all_vars.get(layer), extension, root))
                for extension, layer in layered(values).items()}
@@ -184,6 +189,22 @@ def _host_state(host, loader, variables, root, checker) -> HostState:
         defaults=defaults if isinstance(defaults, Mapping) else {},
         settings={name: values[name] for name in SETTINGS if name in values},
     )
+
+
+def _error_text(exc: AnsibleError, root: str) -> str:
+    """An Ansible error with the file and line of the revision it points at, when it or a cause says."""
+    text, cause, seen = to_text(exc), exc, set()
+    while cause is not None and id(cause) not in seen and Origin is not None:
+        seen.add(id(cause))
+        where = getattr(cause, "obj", None)
+        if where is not None and not isinstance(where, Origin):
+            where = Origin.get_tag(where)
+        if isinstance(where, Origin) and where.path:
+            path = os.path.relpath(where.path, root)
+            if not path.startswith(".."):
+                return f"{path}{f':{where.line_num}' if where.line_num else ''}: {text}"
+        cause = getattr(cause, "orig_exc", None) or cause.__cause__ or cause.__context__
+    return text
 
 
 def _origin(layer_value: Any, extension: str, root: str):
