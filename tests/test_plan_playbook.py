@@ -186,6 +186,9 @@ def test_no_inventory_in_head_or_unknown_revision_fails_clearly(repo):
     run = plan(repo, "followme_plan_base=no-such-branch")
     assert run.returncode != 0
     assert "base revision 'no-such-branch' is not a commit of the git repository" in run.stdout + run.stderr
+    run = plan(repo, "followme_plan_base=--output=/tmp/x")  # never an option of git
+    assert run.returncode != 0
+    assert "base revision '--output=/tmp/x' is not a git revision" in run.stdout + run.stderr
     run = plan(repo)
     assert run.returncode != 0
     assert "followme_plan needs the base revision: -e followme_plan_base=<git revision>" in run.stdout + run.stderr

@@ -1,11 +1,14 @@
 """behaviour.py: two revisions' complete declarations -> the Markdown of a merge request's plan."""
 
+import pathlib
 import re
 
 import pytest
+import yaml
 from ansible_collections.followme.asterisk.plugins.module_utils.plan import STRATEGIES, build_plan
 from ansible_collections.followme.asterisk.plugins.plugin_utils.behaviour import (
     MAX_DIAGRAMS,
+    SETTINGS,
     HostState,
     Revision,
     code,
@@ -17,6 +20,8 @@ from ansible_collections.followme.asterisk.plugins.plugin_utils.behaviour import
     mermaid_text,
     plan_markdown,
 )
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -124,6 +129,12 @@ def test_unchanged_hosts_are_one_line_and_hosts_come_and_go(state):
     assert "### `new`: new host, 1 extension\n" in markdown
     assert "### `gone`: host removed\n" in markdown
     assert re.findall(r"^### ", markdown, re.M) == ["### ", "### "]
+
+
+def test_settings_are_role_variables():
+    with open(ROOT / "roles" / "followme" / "defaults" / "main.yml", encoding="utf-8") as handle:
+        defaults = yaml.safe_load(handle)
+    assert set(SETTINGS) <= set(defaults)
 
 
 def test_no_change_at_all():
