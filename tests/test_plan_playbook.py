@@ -4,6 +4,7 @@ to a PBX. Also regenerates docs/plan-example.md from that run and checks its Mer
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -234,13 +235,16 @@ def mermaid_checker() -> Path:
     lock = (MERMAID / "package-lock.json").read_bytes()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     target = cache / f"followme-mermaid-{hashlib.sha256(lock).hexdigest()[:12]}"
-    if not (target / "node_modules" / "mermaid").is_dir():
-        assert shutil.which("node") and shutil.which("npm"), "the Mermaid check needs Node.js 18+ and npm"
-        target.mkdir(parents=True, exist_ok=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(MERMAID / name, target / name)
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=target, check=True, timeout=600)
-    shutil.copy(MERMAID / "check.mjs", target / "check.mjs")
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / ".lock", "w") as lock:  # pytest -n: one worker installs, the others wait for it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "node_modules" / ".installed").exists():
+            assert shutil.which("node") and shutil.which("npm"), "the Mermaid check needs Node.js 18+ and npm"
+            for name in ("package.json", "package-lock.json"):
+                shutil.copy(MERMAID / name, target / name)
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=target, check=True, timeout=600)
+            (target / "node_modules" / ".installed").touch()
+        shutil.copy(MERMAID / "check.mjs", target / "check.mjs")
     return target / "check.mjs"
 
 
