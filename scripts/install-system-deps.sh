@@ -14,6 +14,12 @@ PACKAGES=(
   make
 )
 
+# Node.js and npm: Mermaid's own parser checks the merge-request plan's diagrams (tests/mermaid).
+# Taken from Debian only when the machine has none (its image may bring its own build).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
