@@ -12,6 +12,8 @@ PACKAGES=(
   iproute2                # ip netns / ip link
   util-linux              # nsenter, unshare, mount
   make
+  git                     # the user-repo test makes a git repository
+  nodejs                  # ECMA-262 regular expressions (what editors run) in the schema pattern test
 )
 
 missing=()

@@ -61,4 +61,3 @@ class ActionModule(ActionBase):
                 display.display(f"{host}: {plan.describe()}")
         result["msg"] = f"{len(declarations)} follow-me declaration(s) valid on {host}, {enabled} enabled"
         return result
-

@@ -23,8 +23,9 @@ description:
     touched when any host has an error.
   - Needs the Python libraries C(jsonschema) and C(fastjsonschema) on the controller; without them the task
     fails with one line naming the pip package to install.
+# No forge account yet: "!UNKNOWN" is ansible-test's mark for an author without a GitHub handle.
 author:
-  - followme developers
+  - followme developers (!UNKNOWN)
 options:
   schema:
     description: Path of the JSON Schema. Default is the role's C(files/followme.schema.json).
@@ -47,6 +48,7 @@ attributes:
     support: none
   platform:
     description: Runs on the controller only; never connects to the host.
+    support: full
     platforms: all
 requirements:
   - jsonschema >= 4.18 (on the controller)
