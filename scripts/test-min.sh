@@ -13,7 +13,7 @@ if [ ! -x "$VENV/bin/pytest" ] || [ requirements-min.txt -nt "$VENV/.installed" 
     "$VENV/bin/python" -m pip install -q -r requirements-min.txt
     touch "$VENV/.installed"
 fi
-"$VENV/bin/ansible" --version | head -1
+"$VENV/bin/ansible" --version | sed -n 1p
 export ANSIBLE_CONFIG=$ROOT/ansible.cfg PATH=$VENV/bin:$PATH
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/unit tests/test_validate_playbook.py \
     --ignore tests/unit/test_regex_engines.py "$@"
