@@ -133,6 +133,9 @@ def test_editor_modelines_point_at_the_installed_schema(user_repo):
     assert len(modelines) == 2, modelines  # group_vars/pbx/followme.yml and the host's host_vars
     for target in modelines.values():
         assert target == (user_repo.path / INSTALLED / "schemas" / "followme.schema.json").resolve()
+    # README "Editors" shows the group_vars file's modeline.
+    group_vars = (TEMPLATE / "inventory" / "group_vars" / "pbx" / "followme.yml").read_text().splitlines()
+    assert group_vars[1] in (ROOT / "README.md").read_text().splitlines()
 
 
 def test_an_inventory_that_does_not_exist_fails_with_a_clear_message(user_repo):
