@@ -97,6 +97,8 @@ def user_repo(lab_host, tmp_path_factory):
 
 
 def test_the_collection_installs_from_its_tarball_into_the_user_repo(user_repo):
+    version = user_repo.run("ansible --version")
+    assert f"config file = {user_repo.path / 'ansible.cfg'}" in version.output, version.output  # not the project's
     listed = user_repo.run("ansible-galaxy collection list followme.asterisk --format json")
     assert listed.ok, listed.output
     assert json.loads(listed.output.split("\n", 1)[1] if listed.output.startswith("[") else listed.output) == {
@@ -248,8 +250,14 @@ def test_pipelines_have_the_four_stages_and_apply_only_on_the_protected_branch()
     for text in ((TEMPLATE / ".gitlab-ci.yml").read_text(),
                  (TEMPLATE / ".github" / "workflows" / "followme.yml").read_text()):
         assert "StrictHostKeyChecking" not in text and "host_key_checking" not in text
-        assert "-e followme_plan_base=" in text.replace("\n", " ").replace("  ", " ") or \
-            "followme_plan_base=" in text
+    # The plan command of item 4, exactly: base and head revisions, Markdown into plan.md.
+    plan = ("ansible-playbook -i inventory followme.asterisk.plan -e followme_plan_base={base} "
+            "-e followme_plan_head={head} -e followme_plan_output=plan.md")
+    assert ci["plan"]["script"][0] == plan.format(base='"$CI_MERGE_REQUEST_DIFF_BASE_SHA"', head='"$CI_COMMIT_SHA"')
+    step = next(step for step in workflow["jobs"]["validate"]["steps"] if step.get("name") == "Plan")
+    assert step["run"] == plan.format(base='"$BASE"', head='"$HEAD"')
+    assert step["env"] == {"BASE": "${{ github.event.pull_request.base.sha }}",
+                           "HEAD": "${{ github.event.pull_request.head.sha }}"}
 
 
 def test_gitlab_pipeline_commands_run_in_the_user_repo(user_repo):
