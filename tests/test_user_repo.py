@@ -261,8 +261,10 @@ def test_pipelines_have_the_four_stages_and_apply_only_on_the_protected_branch()
 
 
 def test_gitlab_pipeline_commands_run_in_the_user_repo(user_repo):
-    env = {"FOLLOWME_SSH_KEY": str(ROOT / ".lab" / "id_ed25519"), "HOME": str(user_repo.home),
-           "CI_DEFAULT_BRANCH": "main", "CI_COMMIT_BRANCH": "main"}
+    known_hosts = user_repo.home.parent / "known_hosts"
+    known_hosts.write_text(_keyscan(user_repo))
+    env = {"FOLLOWME_SSH_KEY": str(ROOT / ".lab" / "id_ed25519"), "FOLLOWME_SSH_KNOWN_HOSTS": str(known_hosts),
+           "HOME": str(user_repo.home), "CI_DEFAULT_BRANCH": "main", "CI_COMMIT_BRANCH": "main"}
     ran = []
     for job in ("validate", "check", "apply"):
         for command in _gitlab_commands(job):
@@ -279,10 +281,8 @@ def test_gitlab_pipeline_commands_run_in_the_user_repo(user_repo):
 
 
 def test_github_workflow_commands_run_in_the_user_repo(user_repo):
-    known_hosts = subprocess.run(["ssh-keyscan", "-t", "ed25519", "-T", "5", user_repo_address(user_repo)],
-                                 capture_output=True, text=True, check=False).stdout
     env = {"HOME": str(user_repo.home), "FOLLOWME_SSH_KEY": (ROOT / ".lab" / "id_ed25519").read_text().strip(),
-           "FOLLOWME_SSH_KNOWN_HOSTS": known_hosts.strip()}
+           "FOLLOWME_SSH_KNOWN_HOSTS": _keyscan(user_repo).strip()}
     ran = []
     for job in ("validate", "check", "apply"):
         for command, step_env in _github_commands(job):
@@ -296,13 +296,19 @@ def test_github_workflow_commands_run_in_the_user_repo(user_repo):
             ran.append(command)
     key = user_repo.home / ".ssh" / "followme"
     assert key.read_text().strip() == env["FOLLOWME_SSH_KEY"] and oct(key.stat().st_mode & 0o777) == "0o600"
+    assert env["FOLLOWME_SSH_KNOWN_HOSTS"] in (user_repo.home / ".ssh" / "known_hosts").read_text()
     assert any("followme.asterisk.validate" in command for command in ran)
     assert any("--check --diff" in command for command in ran)
 
 
-def user_repo_address(user_repo) -> str:
-    return yaml.safe_load((user_repo.path / "inventory" / "hosts.yml").read_text())["pbx"]["hosts"][
+def _keyscan(user_repo) -> str:
+    """The lab PBX's host key, as an admin pastes it into FOLLOWME_SSH_KNOWN_HOSTS."""
+    address = yaml.safe_load((user_repo.path / "inventory" / "hosts.yml").read_text())["pbx"]["hosts"][
         user_repo.host]["ansible_host"]
+    scanned = subprocess.run(["ssh-keyscan", "-t", "ed25519", "-T", "5", address], capture_output=True, text=True,
+                             check=False, timeout=30).stdout
+    assert address in scanned, scanned
+    return scanned
 
 
 # -- pre-commit ------------------------------------------------------------------------------------
