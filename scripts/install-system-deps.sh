@@ -12,9 +12,11 @@ PACKAGES=(
   iproute2                # ip netns / ip link
   util-linux              # nsenter, unshare, mount
   make
+  git                     # the user-repo test makes a git repository
 )
 
-# Node.js and npm: Mermaid's own parser checks the merge-request plan's diagrams (tests/mermaid).
+# Node.js and npm: ECMA-262 regular expressions (what editors run) in the schema pattern test, and
+# Mermaid's own parser for the merge-request plan's diagrams (tests/mermaid).
 # Taken from Debian only when the machine has none (its image may bring its own build).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   PACKAGES+=(nodejs npm)

@@ -23,21 +23,7 @@ from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations imp
 )
 from ansible_collections.followme.asterisk.plugins.plugin_utils.variables import read_variables
 
-DOCUMENTATION = r"""
----
-action: followme_validate
-short_description: Validate the follow-me declarations of a PBX host on the controller
-description:
-  - Checks C(followme), C(followme_defaults), C(followme_known_extensions), C(followme_external_allow) and
-    C(followme_external_deny) of the host against the role's JSON Schema, then the cross-checks
-    (no_answer loops, known extensions, toll-fraud policy). Never connects to the host.
-  - Every host of the play is checked in the same task, in parallel forks, so one run reports every error
-    of every host; with C(any_errors_fatal) no host is touched when any host has an error.
-options:
-  schema:
-    description: Path of the JSON Schema. Default is the role's C(files/followme.schema.json).
-    type: path
-"""
+# Documented in plugins/modules/followme_validate.py (ansible-doc followme.asterisk.followme_validate).
 
 
 class ActionModule(ActionBase):
@@ -75,4 +61,3 @@ class ActionModule(ActionBase):
                 display.display(f"{host}: {plan.describe()}")
         result["msg"] = f"{len(declarations)} follow-me declaration(s) valid on {host}, {enabled} enabled"
         return result
-

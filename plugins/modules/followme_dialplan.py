@@ -26,8 +26,9 @@ description:
   - When Asterisk is not running the task fails before writing anything.
   - Takes all of a host's declarations in one call; the dialplan per extension is two priorities, the
     logic lives in shared subroutines.
+# No forge account yet: "!UNKNOWN" is ansible-test's mark for an author without a GitHub handle.
 author:
-  - followme developers
+  - followme developers (!UNKNOWN)
 options:
   declarations:
     description:
@@ -101,6 +102,8 @@ attributes:
     support: full
     description: Shows the change of each managed file.
   platform:
+    description: Runs on the PBX, a POSIX host with Asterisk and Python 3.
+    support: full
     platforms: posix
 notes:
   - Reloads are C(module reload pbx_config.so); calls in progress keep their dialplan and complete.

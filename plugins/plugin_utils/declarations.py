@@ -37,10 +37,11 @@ class MissingLibrary(RuntimeError):
 def require_libraries(python: str) -> None:
     """Raise MissingLibrary naming the pip package when jsonschema or fastjsonschema is missing."""
     if LIBRARY_IMPORT_ERROR is not None:
-        name = (LIBRARY_IMPORT_ERROR.name or "").split(".")[0]
+        name = (LIBRARY_IMPORT_ERROR.name or "").split(".", maxsplit=1)[0]
         package = PIP_PACKAGES.get(name, name or str(LIBRARY_IMPORT_ERROR))
         raise MissingLibrary(f"followme needs the Python library {name or package} on the controller "
                              f"({python}): install it with `{python} -m pip install '{package}'`")
+
 
 #: Role variables the schema covers, besides followme and followme_defaults.
 POLICY_VARIABLES = ("followme_known_extensions", "followme_external_allow", "followme_external_deny")

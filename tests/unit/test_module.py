@@ -1,12 +1,27 @@
 """The followme_dialplan module's file handling, without a PBX (its reloads are proven on the lab)."""
 
+import contextlib
+import json
 import os
 import stat
 
 import pytest
+from ansible.module_utils import basic
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.followme.asterisk.plugins.modules import followme_dialplan
+
+try:
+    from ansible.module_utils.testing import patch_module_args
+except ImportError:  # ansible-core < 2.19 has no helper: set the arguments a module reads at start-up
+
+    @contextlib.contextmanager
+    def patch_module_args(args=None):
+        saved = basic._ANSIBLE_ARGS
+        basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}).encode()
+        try:
+            yield
+        finally:
+            basic._ANSIBLE_ARGS = saved
 
 LINE = '#tryinclude "extensions_followme.conf"'
 
