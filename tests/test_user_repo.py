@@ -205,13 +205,36 @@ def test_check_diff_then_apply_then_nothing_to_do(user_repo, asterisk):
     assert "'2005'" not in live
 
 
+def test_plan_comment_for_a_two_revision_change(user_repo):
+    """The pipeline's plan step on a merge request: Markdown naming each change in words, with its timeline."""
+    group_vars = user_repo.path / "inventory" / "group_vars" / "pbx" / "followme.yml"
+    text = group_vars.read_text()
+    if '"2003"]\n    initial_ring_time: 5' in text:  # test_check_diff_then_apply_then_nothing_to_do ran here
+        text = text.replace('list: ["2001", "2002", "2003"]\n    initial_ring_time: 5',
+                            'list: ["2001", "2002", "909121234567#"]\n    initial_ring_time: 7')
+        group_vars.write_text(text)
+        user_repo.commit("2001 as the target branch has it")
+    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=user_repo.path, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    group_vars.write_text(text.replace('list: ["2001", "2002", "909121234567#"]\n    initial_ring_time: 7',
+                                       'list: ["2001", "2002", "2003"]\n    initial_ring_time: 5'))
+    head = user_repo.commit("2001: ring 5 s alone, then 2003 instead of the mobile")
+    command = next(c for c in _gitlab_commands("plan") if "followme.asterisk.plan" in c)
+    run = user_repo.run(command, CI_MERGE_REQUEST_DIFF_BASE_SHA=base, CI_COMMIT_SHA=head)
+    assert run.ok, run.output
+    plan = (user_repo.path / "plan.md").read_text()
+    assert re.search(r"^- \*\*2001\*\* \(`followme`, `inventory/group_vars/pbx/followme.yml:\d+`\): "
+                     r"initial ring 7 s → 5 s; list \+ 2003, − 909121234567#", plan, re.M), plan
+    assert "```mermaid" in plan and "gantt" in plan, plan
+
+
 # -- pipelines -------------------------------------------------------------------------------------
 
 # Commands of the pipelines that this test does not run, and why (any other command is run):
 NOT_RUN = {
     "python -m pip install": "installs the controller's tools from PyPI (make test-min installs requirements-min)",
     "apt-get": "installs Debian packages in the CI image",
-    "followme.asterisk.plan": "the plan comment (its own test, once the plan playbook is merged)",
+    "followme.asterisk.plan": "the plan comment (test_plan_comment_for_a_two_revision_change runs it)",
     "curl ": "posts the plan to GitLab's API",
     "gh pr comment": "posts the plan to GitHub's API",
 }
