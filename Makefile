@@ -1,17 +1,18 @@
 # followme: the two commands of the README, and their parts.
 #   make main   set everything up on a fresh machine, start the lab PBXs, run site.yml on them
-#   make test   set everything up, lint, run every test (unit, real calls, deploys), molecule test
+#   make test   set everything up, lint, ansible-test sanity, unit and validation tests on the lowest
+#               supported ansible-core, every test (unit, real calls, deploys, a user repo), molecule test
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: main test setup lab lint pytest molecule bench down
+.PHONY: main test setup lab lint sanity test-min pytest molecule bench down
 
 main: lab
 	ansible-playbook -i inventory/lab site.yml
 
-test: lab lint pytest molecule
+test: lab lint sanity test-min pytest molecule
 
 setup: $(VENV)/.installed
 
@@ -30,6 +31,14 @@ lint: setup
 	ruff check .
 	yamllint -s .
 	ansible-lint
+
+# ansible-test sanity on the built, installed collection (its own venv, ~/.cache/followme/venv-sanity).
+sanity: setup
+	bash scripts/sanity.sh
+
+# The lowest supported controller (.venv-min from requirements-min.txt): unit and validation tests.
+test-min: setup
+	bash scripts/test-min.sh
 
 # Two xdist workers, each owning one lab PBX (gw0 -> pbx1, gw1 -> pbx2).
 pytest: lab

@@ -16,4 +16,4 @@ fi
 "$VENV/bin/ansible" --version | sed -n 1p
 export ANSIBLE_CONFIG=$ROOT/ansible.cfg PATH=$VENV/bin:$PATH
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/unit tests/test_validate_playbook.py \
-    --ignore tests/unit/test_regex_engines.py "$@"
+    --ignore tests/unit/test_regex_engines.py -n 2 "$@"
