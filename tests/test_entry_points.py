@@ -15,6 +15,7 @@ import re
 import shlex
 
 import pytest
+from deploy import CALLS_INVENTORY, run_playbook
 from labcall import (
     CARRIER,
     EXTENSIONS,
@@ -206,3 +207,115 @@ def test_ring_group_of_extensions_would_run_every_members_follow_me(lab_host):
     result = place_call(lab_host, RING_GROUP_WRONG, trunk_caller=OUTSIDE)
     check_rings(result, [("2001", 0, 2), ("2002", 2, 4), ("2003", 2, 4), ("2009", 0, 4), ("2010", 2, 4),
                          (CARRIER, 2, 4), (CARRIER, 2, 4)])
+
+
+
+# -- followme_include_file: the include line in another file (FreePBX: extensions_custom.conf) -------
+# A FreePBX-shaped site: extensions.conf is FreePBX's (it rewrites it: the role must not touch it) and
+# includes extensions_custom.conf, the site's own. The contexts and their include order are FreePBX's
+# (core's etc/extensions.conf and the ext-local it generates), reduced to extension 2001.
+FREEPBX_EXTENSIONS = """\
+; FreePBX-shaped site dialplan (tests/test_entry_points.py): FreePBX's contexts and include order,
+; reduced to extension 2001. FreePBX rewrites this file: nothing else may write to it.
+[general]
+static = yes
+writeprotect = yes
+
+#include extensions_custom.conf
+
+[from-internal]
+include => from-internal-xfer
+[from-internal-xfer]
+include => from-internal-custom
+include => from-internal-additional
+[from-internal-additional]
+include => ext-local
+include => outbound-allroutes
+[outbound-allroutes]
+exten => _9X.,1,Dial(PJSIP/${EXTEN:1}@carrier,60)
+[ext-local]
+include => ext-local-custom
+exten => 2001,1,Dial(PJSIP/2001,4)
+ same => n,VoiceMail(2001@default,u)
+[from-did-direct]
+include => ext-findmefollow
+include => ext-local
+[ext-findmefollow]
+[from-carrier]
+include => from-pstn
+[from-pstn]
+exten => 02155512001,1,Goto(from-did-direct,2001,1)  ; inbound route, destination "Extension 2001"
+exten => 02155512011,1,Goto(from-internal,2001,1)    ; inbound route, Custom Destination from-internal,2001,1
+"""
+FREEPBX_CUSTOM = """\
+; extensions_custom.conf: the site's own dialplan, never rewritten by FreePBX.
+[from-internal-custom]
+; Internal calls and transfers (FreePBX's from-internal-xfer includes this context before ext-local).
+exten => _20XX,1,GotoIf(${DIALPLAN_EXISTS(followme,${EXTEN},1)}?followme,${EXTEN},1:from-did-direct,${EXTEN},1)
+
+[ext-local-custom]
+; No use: ext-local's own `exten => 2001` is found before any context ext-local includes.
+exten => _20XX,1,GotoIf(${DIALPLAN_EXISTS(followme,${EXTEN},1)}?followme,${EXTEN},1)
+"""
+MANAGED_LINE = '#tryinclude "extensions_followme.conf"\n'
+
+
+def cat(host, path: str) -> str | None:
+    done = ssh(host, f"cat {shlex.quote(path)}", check=False)
+    return done.stdout if done.returncode == 0 else None
+
+
+@pytest.fixture
+def freepbx_shaped(lab_host):
+    """The lab host as a FreePBX-shaped site for the test; put back as it was afterwards."""
+    saved = cat(lab_host, "/etc/asterisk/extensions.conf")
+    _write(lab_host, "/etc/asterisk/extensions.conf", FREEPBX_EXTENSIONS)
+    _write(lab_host, "/etc/asterisk/extensions_custom.conf", FREEPBX_CUSTOM)
+    asterisk_rx(lab_host, "dialplan reload")
+    try:
+        yield lab_host
+    finally:
+        _write(lab_host, "/etc/asterisk/extensions.conf", saved)
+        ssh(lab_host, "rm -f /etc/asterisk/extensions_custom.conf")
+        asterisk_rx(lab_host, "dialplan reload")
+        run = run_playbook("site.yml", CALLS_INVENTORY, limit=lab_host.name)
+        assert run.ok, run.output
+
+
+def deploy_include_file(host, include_file: str):
+    return run_playbook("site.yml", CALLS_INVENTORY, limit=host.name,
+                        extra_vars={"followme_include_file": include_file})
+
+
+def test_include_file_on_a_freepbx_shaped_site(freepbx_shaped):
+    """followme_include_file: extensions_custom.conf puts the managed line there and leaves FreePBX's
+    extensions.conf byte for byte; a second run changes nothing. (Needs the module's include_file
+    option.)"""
+    host = freepbx_shaped
+    run = deploy_include_file(host, "extensions_custom.conf")
+    assert run.ok and run.recap[host.name]["changed"] == 1, run.output
+    assert cat(host, "/etc/asterisk/extensions.conf") == FREEPBX_EXTENSIONS
+    assert cat(host, "/etc/asterisk/extensions_custom.conf") == FREEPBX_CUSTOM + MANAGED_LINE
+    again = deploy_include_file(host, "extensions_custom.conf")
+    assert again.ok and again.recap[host.name]["changed"] == 0, again.output
+
+    # Internal call: the hook in from-internal-custom is found before ext-local's own 2001.
+    check_rings(place_call(host, "2001"), FOLLOWME_2001)
+    # Inbound route to the Custom Destination from-internal,2001,1: follow-me.
+    check_rings(place_call(host, "02155512011", trunk_caller=OUTSIDE), FOLLOWME_2001)
+    # Inbound route to "Extension 2001" (from-did-direct): FreePBX's ext-local only, 2001 alone for
+    # 4 s: neither hook is reached (ext-local-custom loses to ext-local's own 2001).
+    result = place_call(host, "02155512001", trunk_caller=OUTSIDE)
+    check_rings(result, [("2001", 0, 4)])
+    assert result.destination and result.destination["app"] == "VoiceMail", result.format()
+
+
+@pytest.mark.parametrize("bad", ["../extensions.conf", "extensions_followme.conf", "custom.conf\n#exec x",
+                                 "extensions_custom"])
+def test_a_bad_include_file_is_refused_and_nothing_changes(lab_host, bad):
+    """Only a plain *.conf file name of followme_config_dir, other than the managed file itself."""
+    before = {name: cat(lab_host, f"/etc/asterisk/{name}") for name in ("extensions.conf", "extensions_followme.conf")}
+    run = deploy_include_file(lab_host, bad)
+    assert not run.ok and run.recap.get(lab_host.name, {}).get("failed") == 1, run.output
+    assert "include_file must be a file name" in run.output, run.output
+    assert {name: cat(lab_host, f"/etc/asterisk/{name}") for name in before} == before
