@@ -237,6 +237,8 @@ exten => _9X.,1,Dial(PJSIP/${EXTEN:1}@carrier,60)
 include => ext-local-custom
 exten => 2001,1,Dial(PJSIP/2001,4)
  same => n,VoiceMail(2001@default,u)
+exten => 2006,1,Dial(PJSIP/2006,4)
+ same => n,VoiceMail(2006@default,u)
 [from-did-direct]
 include => ext-findmefollow
 include => ext-local
@@ -301,6 +303,8 @@ def test_include_file_on_a_freepbx_shaped_site(freepbx_shaped):
 
     # Internal call: the hook in from-internal-custom is found before ext-local's own 2001.
     check_rings(place_call(host, "2001"), FOLLOWME_2001)
+    # An extension without a declaration falls through to FreePBX's handling (ext-local: 2006 alone).
+    check_rings(place_call(host, "2006"), [("2006", 0, 4)])
     # Inbound route to the Custom Destination from-internal,2001,1: follow-me.
     check_rings(place_call(host, "02155512011", trunk_caller=OUTSIDE), FOLLOWME_2001)
     # Inbound route to "Extension 2001" (from-did-direct): FreePBX's ext-local only, 2001 alone for
