@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("call_declarations", "sit
 TOLERANCE = 1.0
 AGENTS = [*EXTENSIONS, CARRIER]
 OUTSIDE = "09121234567"  # the caller's number on calls from the trunk
-MAIN_NUMBER, OPERATOR, QUEUE, RING_GROUP, RING_GROUP_WRONG = (f"0215551000{i}" for i in range(5))
+MAIN_NUMBER, OPERATOR, QUEUE, RING_GROUP, RING_GROUP_WRONG, QUEUE_LOCAL = (f"0215551000{i}" for i in range(6))
 # 2001's follow-me as a timeline from t0: (agent, INVITE at, CANCEL at)
 FOLLOWME_2001 = [("2001", 0, 2), ("2002", 2, 5), ("2003", 2, 5), (CARRIER, 2, 5)]
 # The deploy tool's managed line in extensions.conf (kept when the lab's baseline is pushed).
@@ -194,6 +194,21 @@ def test_queue_call_answered_by_a_member(lab_host):
     result = place_call(lab_host, QUEUE, {"2009": answer(after=1)}, trunk_caller=OUTSIDE, hold=3)
     assert result.answered_by == "2009", result.format()
     check_rings(result, [("2001", 0, 1), ("2009", 0, None)])
+
+
+def test_queue_with_local_members_in_a_context_of_their_own(lab_host):
+    """Local-channel members (Local/2001@queue-member/n) that dial the device: still no follow-me."""
+    result = place_call(lab_host, QUEUE_LOCAL, trunk_caller=OUTSIDE)
+    check_rings(result, [("2001", 0, 4), ("2009", 0, 4)])
+
+
+def test_queue_call_transferred_by_the_member_runs_the_targets_follow_me(lab_host):
+    """Nothing of the queue sticks to the call: the member who answers (2009) blind-transfers the
+    caller to 2001, and 2001's follow-me runs as for any other call."""
+    result = place_call(lab_host, QUEUE, {"2009": blind_transfer("2001", after=0.5, refer_after=1.0)},
+                        trunk_caller=OUTSIDE, hold=8)
+    (referred,) = agent_sent(result, "2009", "REFER")
+    check_rings(result, FOLLOWME_2001, t0=referred)
 
 
 def test_ring_group_rings_members_devices_only(lab_host):
