@@ -13,7 +13,17 @@ See README.md beside this file.
 from lab.ports import EXTENSIONS, GATEWAY, caller_port_range, carrier_port, device_port
 
 from .agents import SippAgent, stop_all
-from .behaviours import Behaviour, answer, answer_and_press, answer_silent, busy, ring, unreachable
+from .behaviours import (
+    Behaviour,
+    answer,
+    answer_and_press,
+    answer_silent,
+    attended_transfer,
+    blind_transfer,
+    busy,
+    ring,
+    unreachable,
+)
 from .call import (
     CALLER,
     CARRIER,
@@ -42,6 +52,7 @@ from .trace import Headers, SipMessage, display_name, parse_trace, read_trace, u
 
 __all__ = [
     "Behaviour", "answer", "answer_and_press", "answer_silent", "busy", "ring", "unreachable",
+    "blind_transfer", "attended_transfer",
     "place_call", "occupy", "Answer", "CallResult", "Event", "Occupied", "CARRIER", "CALLER",
     "device_state", "ensure_contacts", "caller_channels", "parse_channels", "parse_contacts",
     "Host", "LabError", "load_state", "lab_hosts", "get_host", "ssh", "asterisk_rx",

@@ -59,10 +59,11 @@ def parse_channels(output: str) -> list[dict[str, str]]:
     return channels
 
 
-def caller_channels(host: Host) -> list[dict[str, str]]:
-    """Channels of the lab's `caller` endpoint (the test callers) on the host."""
+def caller_channels(host: Host, endpoint: str = CALLER) -> list[dict[str, str]]:
+    """Channels of the lab's `caller` endpoint (the test callers) on the host, or of another
+    endpoint (`carrier`: calls from the trunk, and follow-me's external legs)."""
     out = asterisk_rx(host, "core show channels concise")
-    return [c for c in parse_channels(out) if c["channel"].startswith(f"PJSIP/{CALLER}-")]
+    return [c for c in parse_channels(out) if c["channel"].startswith(f"PJSIP/{endpoint}-")]
 
 
 def device_state(host: Host, extension: str, tech: str = "PJSIP") -> str:
@@ -447,15 +448,20 @@ def _hangup(host: Host, channel: str) -> None:
     asterisk_rx(host, f"channel request hangup {channel}")
 
 
-def _new_caller_channel(host: Host, before: set[str]) -> dict[str, str] | None:
-    fresh = [c for c in caller_channels(host) if c["channel"] not in before]
+def _new_caller_channel(host: Host, before: set[str], endpoint: str = CALLER) -> dict[str, str] | None:
+    fresh = [c for c in caller_channels(host, endpoint) if c["channel"] not in before]
+    if endpoint != CALLER and fresh:
+        # The carrier endpoint also carries follow-me's external legs: the caller's channel is
+        # the first one made (the lowest unique id).
+        return min(fresh, key=lambda c: tuple(int(x) for x in c["uniqueid"].split(".") if x.isdigit()))
     return fresh[-1] if fresh else None
 
 
 def place_call(host: Host | Mapping[str, Any], extension: str,  # noqa: PLR0917 (the documented signature)
                agents: Mapping[str, Behaviour | Occupied] | None = None,
                carrier: Behaviour | Occupied | None = None, hold: float = 1.0, timeout: float = 60,
-               caller_name: str = "Alice", *, ready_timeout: float = 15.0) -> CallResult:
+               caller_name: str = "Alice", *, ready_timeout: float = 15.0, trunk_caller: str | None = None,
+               digits: str = "", press_after: float = 1.0, digit_gap: float = 0.3) -> CallResult:
     """Call `extension` on `host` from a SIPp caller and record what every agent saw.
 
     agents: device extension → behaviour (or an Occupied from occupy()); every
@@ -464,17 +470,42 @@ def place_call(host: Host | Mapping[str, Any], extension: str,  # noqa: PLR0917 
     hold: seconds the caller stays after a 2xx before its BYE.
     timeout: seconds after the INVITE without a final answer before the
     library hangs the call up in Asterisk (`channel request hangup`).
+    trunk_caller: call in from the trunk instead (a DID call): the INVITE carries
+    the lab's carrier header (X-Lab-Trunk, see lab/asterisk/pjsip.conf.in), so
+    Asterisk takes it as the `carrier` endpoint (context from-carrier), with this
+    number as its From user (the caller ID), e.g. "09121234567".
+    digits: DTMF the caller sends once answered (in-dialog INFOs, the first
+    `press_after` s after the 2xx, then `digit_gap` s apart); `hold` counts from
+    the last one.
     """
     host = Host.from_any(host)
+    if trunk_caller is not None and not str(trunk_caller).isdigit():
+        raise ValueError(f"trunk_caller is a phone number (digits), got {trunk_caller!r}")
+    caller = _Dialer(user=str(trunk_caller) if trunk_caller is not None else CALLER,
+                     endpoint=CARRIER if trunk_caller is not None else CALLER,
+                     headers="X-Lab-Trunk: carrier\n" if trunk_caller is not None else "",
+                     digits=str(digits), press_after=press_after, digit_gap=digit_gap)
     began = time.monotonic()
     with host_lock(host):
         log.debug("%s: host lock after %.3f s", host.name, time.monotonic() - began)
         return _place_call(host, str(extension), dict(agents or {}), carrier, hold, timeout,
-                           caller_name, ready_timeout)
+                           caller_name, ready_timeout, caller)
+
+
+@dataclass(frozen=True)
+class _Dialer:
+    """How the caller calls in: as the lab's `caller` endpoint, or from the trunk."""
+
+    user: str = CALLER
+    endpoint: str = CALLER
+    headers: str = ""
+    digits: str = ""
+    press_after: float = 1.0
+    digit_gap: float = 0.3
 
 
 def _place_call(host: Host, extension: str, agents: dict, carrier, hold: float, timeout: float,  # noqa: PLR0917
-                caller_name: str, ready_timeout: float) -> CallResult:
+                caller_name: str, ready_timeout: float, dialer: _Dialer = _Dialer()) -> CallResult:
     unknown = sorted(set(agents) - set(EXTENSIONS))
     if unknown:
         raise ValueError(f"unknown device extensions {unknown}; devices are {EXTENSIONS[0]}..{EXTENSIONS[-1]}")
@@ -523,11 +554,14 @@ def _place_call(host: Host, extension: str, agents: dict, carrier, hold: float, 
         # 2. Asterisk must see them as we mean them
         ensure_contacts(host, expected, timeout=ready_timeout, agents=running)
         log.debug("%s: contacts as expected after %.3f s", host.name, time.monotonic() - setup)
-        before = {c["channel"] for c in caller_channels(host)}
+        before = {c["channel"] for c in caller_channels(host, dialer.endpoint)}
         marks = {name: agent.mark() for name, agent in running.items()}
 
         # 3. the call
-        caller = SippAgent(CALLER, scenarios.uac_scenario(caller_name=caller_name, hold=hold),
+        caller = SippAgent(CALLER, scenarios.uac_scenario(caller_name=caller_name, hold=hold,
+                                                          caller_user=dialer.user, headers=dialer.headers,
+                                                          digits=dialer.digits, press_after=dialer.press_after,
+                                                          digit_gap=dialer.digit_gap),
                            ip=host.gateway, port=free_port(host.gateway, host.caller_ports),
                            workdir=workdir, remote=f"{host.address}:5060", service=extension,
                            lifetime=timeout + hold + 120, description=f"calls {extension}")
@@ -553,13 +587,14 @@ def _place_call(host: Host, extension: str, agents: dict, carrier, hold: float, 
                         query_at = now + min(CHANNEL_QUERY_DELAY, hold / 2)
             if query_at is not None and now >= query_at:
                 query_at = None
-                channel_info = _new_caller_channel(host, before)
+                channel_info = _new_caller_channel(host, before, dialer.endpoint)
             unanswered_too_long = status is None and now - begun > timeout
-            overdue = answered_mono is not None and now - answered_mono > hold + 10
+            pressing = (dialer.press_after + dialer.digit_gap * len(dialer.digits)) if dialer.digits else 0
+            overdue = answered_mono is not None and now - answered_mono > hold + pressing + 10
             if (unanswered_too_long or overdue) and hung_up_at is None:
                 timed_out = True
                 hung_up_at = now
-                chan = _new_caller_channel(host, before)
+                chan = _new_caller_channel(host, before, dialer.endpoint)
                 if chan:
                     _hangup(host, chan["channel"])
             if hung_up_at is not None and now - hung_up_at > 5:

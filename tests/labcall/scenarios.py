@@ -109,6 +109,10 @@ _CAPTURE_INVITE = (
 # SIPp refuses a scenario that assigns a variable it never uses: the Contact
 # (target of our in-dialog INFO) is captured only by the "press" behaviour.
 _CAPTURE_CONTACT = '      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="inv_contact"/>\n'
+# The PBX's address (host:port of its Contact), for the Refer-To of a blind transfer.
+_CAPTURE_PBX = ('      <ereg regexp="[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+:[0-9]+" search_in="hdr" header="Contact:" '
+                'assign_to="inv_pbx"/>\n')
+_CAPTURE_INVITE_WITH_PBX = _CAPTURE_INVITE.format(contact=_CAPTURE_CONTACT + _CAPTURE_PBX)
 _CAPTURE_INVITE = _CAPTURE_INVITE.format(contact=_CAPTURE_CONTACT)
 
 
@@ -164,9 +168,9 @@ def _ms(seconds: float) -> int:
     return max(0, int(round(seconds * 1000)))
 
 
-def uas_scenario(kind: str, *, after: float = 0.0, press_after: float = 0.0,
+def uas_scenario(kind: str, *, after: float = 0.0, press_after: float = 0.0,  # noqa: PLR0912 (one branch per kind)
                  digits: str = "", digit_gap: float = 0.3, occupy: bool = False,
-                 name: str = "labcall-uas") -> str:
+                 name: str = "labcall-uas", target: str = "", hangup_after: float = 0.0) -> str:
     """Scenario for a device or carrier agent.
 
     kind: "ring" (100/180, never answers), "answer" (180, 200 after `after` s,
@@ -176,14 +180,22 @@ def uas_scenario(kind: str, *, after: float = 0.0, press_after: float = 0.0,
     occupy=True: the first INVITE this agent gets is answered at once and kept
     (the call that makes the device "in use"); every later one follows `kind`.
     A SIPp global variable remembers that the first one came.
+
+    "refer" (a blind transfer): like answer, then `press_after` s after the 200 an in-dialog REFER
+    to `target` at the PBX; 202, NOTIFYs and the PBX's BYE are answered (own BYE 5 s after the 202
+    if none comes). "atxfer" (an attended transfer by feature code): like press, then its own BYE
+    `hangup_after` s after the last INFO.
     """
-    if kind not in ("ring", "answer", "busy", "press"):
+    if kind not in ("ring", "answer", "busy", "press", "refer", "atxfer"):
         raise ValueError(f"unknown UAS kind {kind!r}")
+    if kind == "refer" and not target.isdigit():
+        raise ValueError(f"a REFER target is an extension (digits), got {target!r}")
     out = [_HEAD.format(name=escape(name))]
     if occupy:
         out.append('  <Global variables="occupied"/>\n')
     out.append('  <recv request="OPTIONS" optional="true" next="oodoptions"/>\n')
-    capture = _CAPTURE_INVITE if kind == "press" else _CAPTURE_INVITE.replace(_CAPTURE_CONTACT, "")
+    capture = {"press": _CAPTURE_INVITE, "atxfer": _CAPTURE_INVITE, "refer": _CAPTURE_INVITE_WITH_PBX}.get(
+        kind, _CAPTURE_INVITE.replace(_CAPTURE_CONTACT, ""))
     out.append('  <recv request="INVITE">\n' + capture + "  </recv>\n")
     # Declare "answered" as a double (0) so the CANCEL handler can test it.
     out.append(_nop_assign("answered", "0"))
@@ -213,7 +225,7 @@ def uas_scenario(kind: str, *, after: float = 0.0, press_after: float = 0.0,
             out.append(_nop_assign("answered", "1"))
             out.append(_send(_response("200", "OK", sdp=True)))
             out.append('  <recv request="ACK"/>\n')
-            if kind == "press":
+            if kind in ("press", "atxfer"):
                 for i, digit in enumerate(digits):
                     gap = press_after if i == 0 else digit_gap
                     if _ms(gap):
@@ -221,9 +233,33 @@ def uas_scenario(kind: str, *, after: float = 0.0, press_after: float = 0.0,
                     out.append(_send(_info(digit)))
                     out.append(f'  <recv response="200" timeout="5000" ontimeout="after_info{i}"/>\n')
                     out.append(f'  <label id="after_info{i}"/>\n')
-            out.append('  <recv request="BYE"/>\n')
-            out.append(_send(_response("200", "OK", invite=False)))
-            out.append('  <nop next="end"/>\n')
+            if kind == "atxfer":
+                # Hang up (our BYE): completes the attended transfer. A BYE of the PBX before
+                # that ends the call through _unexp.main.
+                if _ms(hangup_after):
+                    out.append(f'  <pause milliseconds="{_ms(hangup_after)}"/>\n')
+                out.append(_send(_in_dialog("BYE")))
+                out.append('  <recv response="200" timeout="5000" ontimeout="end" next="end"/>\n')
+            if kind == "refer":
+                if _ms(press_after):
+                    out.append(f'  <pause milliseconds="{_ms(press_after)}"/>\n')
+                out.append(_send(_in_dialog("REFER", f"Refer-To: <sip:{target}@[$inv_pbx]>\n"
+                                                       "Referred-By: <sip:[local_ip]:[local_port]>\n")))
+                out.append('  <recv response="202" timeout="5000" ontimeout="refer_bye"/>\n')
+                # The NOTIFYs of the transfer (sipfrag: 100, 180, 200) come back to back: they are
+                # taken here, in the main flow, not by _unexp.main. After 1 s without one the
+                # transfer is done: hang up, as a phone does.
+                out.append('  <label id="refer_notify"/>\n')
+                out.append('  <recv request="NOTIFY" timeout="1000" ontimeout="refer_bye"/>\n')
+                out.append(_send(_response("200", "OK", invite=False)))
+                out.append('  <nop next="refer_notify"/>\n')
+                out.append('  <label id="refer_bye"/>\n')
+                out.append(_send(_in_dialog("BYE")))
+                out.append('  <recv response="200" timeout="5000" ontimeout="end" next="end"/>\n')
+            if kind not in ("refer", "atxfer"):
+                out.append('  <recv request="BYE"/>\n')
+                out.append(_send(_response("200", "OK", invite=False)))
+                out.append('  <nop next="end"/>\n')
     out.append('  <label id="oodoptions"/>\n')
     out.append(_send(_ok_last_tagged()))
     out.append('  <nop next="end"/>\n')
@@ -250,19 +286,44 @@ def _info(digit: str) -> str:
     )
 
 
+def _in_dialog(method: str, extra: str = "") -> str:
+    """A request of ours (the called side) inside the dialog of the captured INVITE."""
+    return (
+        f"{method} [$inv_contact] SIP/2.0\n"
+        "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n"
+        "From:[$inv_to];tag=[pid]SIPpTag01[call_number]\n"
+        "To:[$inv_from]\n"
+        "Call-ID:[$inv_callid]\n"
+        f"CSeq: [cseq] {method}\n"
+        "Max-Forwards: 70\n"
+        "Contact: <sip:[local_ip]:[local_port];transport=[transport]>\n"
+        + extra +
+        "Content-Length: 0\n"
+    )
+
+
 def _sip_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def uac_scenario(*, caller_name: str = "Alice", caller_user: str = "caller",
-                 hold: float | None = 1.0, name: str = "labcall-uac") -> str:
+def uac_scenario(*, caller_name: str = "Alice", caller_user: str = "caller",  # noqa: PLR0913
+                 hold: float | None = 1.0, name: str = "labcall-uac", headers: str = "",
+                 digits: str = "", press_after: float = 1.0, digit_gap: float = 0.3) -> str:
     """Scenario of the caller: INVITE [service]@remote, then either a 2xx (ACK,
     hold `hold` s, BYE) or a final failure (ACK). The PBX may hang up first (its
     BYE is answered by _unexp.main). hold=None: stay until the PBX hangs up.
 
     The From display name is also sent as P-Asserted-Identity, which Asterisk
     reads only for an endpoint with trust_id_inbound=yes.
+
+    headers: extra header lines of the INVITE ("X-Lab-Trunk: carrier\n").
+    digits: DTMF sent after the 2xx as in-dialog INFOs (the first `press_after` s
+    after the ACK, then `digit_gap` s apart); `hold` counts from the last one.
     """
+    if digits and not set(digits) <= set("0123456789*#ABCD"):
+        raise ValueError(f"DTMF digits must be among 0-9 * # A-D, got {digits!r}")
+    if any(ch in headers for ch in "[]<>") or (headers and not headers.endswith("\n")):
+        raise ValueError(f"extra headers must be plain 'Name: value' lines, got {headers!r}")
     display = _sip_quote(caller_name) if caller_name else ""
     from_value = f"{display} <sip:{caller_user}@[local_ip]:[local_port]>".strip()
     out = [_HEAD.format(name=escape(name))]
@@ -277,6 +338,7 @@ def uac_scenario(*, caller_name: str = "Alice", caller_user: str = "caller",
         "Max-Forwards: 70\n"
         f"P-Asserted-Identity: {from_value}\n"
         "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY\n"
+        + headers +
         "Content-Type: application/sdp\n"
         "Content-Length: [len]\n"
         "\n" + _SDP, ' retrans="500"'))
@@ -295,6 +357,26 @@ def uac_scenario(*, caller_name: str = "Alice", caller_user: str = "caller",
         f"Contact: <sip:{caller_user}@[local_ip]:[local_port];transport=[transport]>\n"
         "Max-Forwards: 70\n"
         "Content-Length: 0\n"))
+    for i, digit in enumerate(digits):
+        gap = press_after if i == 0 else digit_gap
+        if _ms(gap):
+            out.append(f'  <pause milliseconds="{_ms(gap)}"/>\n')
+        out.append(_send(
+            "INFO [next_url] SIP/2.0\n"
+            "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n"
+            f"From: {from_value};tag=[pid]SIPpTag00[call_number]\n"
+            "To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\n"
+            "Call-ID: [call_id]\n"
+            f"CSeq: {2 + i} INFO\n"
+            f"Contact: <sip:{caller_user}@[local_ip]:[local_port];transport=[transport]>\n"
+            "Max-Forwards: 70\n"
+            "Content-Type: application/dtmf-relay\n"
+            "Content-Length: [len]\n"
+            "\n"
+            f"Signal={digit}\n"
+            "Duration=250\n"))
+        out.append(f'  <recv response="200" timeout="5000" ontimeout="uac_info{i}"/>\n')
+        out.append(f'  <label id="uac_info{i}"/>\n')
     hold_ms = 24 * 3600 * 1000 if hold is None else _ms(hold)
     if hold_ms:
         out.append(f'  <pause milliseconds="{hold_ms}"/>\n')
@@ -304,7 +386,7 @@ def uac_scenario(*, caller_name: str = "Alice", caller_user: str = "caller",
         f"From: {from_value};tag=[pid]SIPpTag00[call_number]\n"
         "To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\n"
         "Call-ID: [call_id]\n"
-        "CSeq: 2 BYE\n"
+        f"CSeq: {2 + len(digits)} BYE\n"
         f"Contact: <sip:{caller_user}@[local_ip]:[local_port];transport=[transport]>\n"
         "Max-Forwards: 70\n"
         "Content-Length: 0\n"))
