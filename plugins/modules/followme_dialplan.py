@@ -452,11 +452,12 @@ def cannot_read(ids, attributes: Attributes) -> str | None:
         return None
     uid, gid, groups = ids
     bits = attributes.mode
-    if (attributes.uid == uid and bits & 0o400) or ((attributes.gid == gid or attributes.gid in groups) and bits & 0o040) \
-            or bits & 0o004:
+    as_owner = attributes.uid == uid and bits & 0o400
+    as_group = (attributes.gid == gid or attributes.gid in groups) and bits & 0o040
+    if as_owner or as_group or bits & 0o004:
         return None
-    return (f"unreadable by Asterisk, which runs as {_name(pwd.getpwuid, uid)}:{_name(grp.getgrgid, gid)}, "
-            f"with owner {_name(pwd.getpwuid, attributes.uid)}, group {_name(grp.getgrgid, attributes.gid)}, mode {bits:04o}")
+    return (f"unreadable by Asterisk, which runs as {_name(pwd.getpwuid, uid)}:{_name(grp.getgrgid, gid)}, with "
+            f"owner {_name(pwd.getpwuid, attributes.uid)}, group {_name(grp.getgrgid, attributes.gid)}, mode {bits:04o}")
 
 
 def _name(lookup, number: int) -> str:
@@ -845,7 +846,8 @@ class Transaction:
         self.deadline = deadline
         self.signals = signals or Signals()
         self.label = label
-        self.written = {}  # path -> bytes this run put there
+        self.written = {}  # path -> bytes this run put there and has not restored
+        self.committed = []  # every path this run renamed into place
         self.reload_sent = False
 
     # Each step, on its own.
@@ -866,6 +868,7 @@ class Transaction:
                     except OSError as exc:
                         raise Failure(f"could not rename the new {path} into place: {_os_error(exc)}") from None
                     self.written[path] = self.change.contents[path]
+                    self.committed.append(path)
                     del staged[path]
             self.signals.deliver()
         finally:
@@ -889,7 +892,7 @@ class Transaction:
             self.write()
             self.reload()
             self.prove()
-        except BaseException as exc:  # noqa: BLE001 - SystemExit and signals too: never half-applied
+        except BaseException as exc:  # SystemExit (a fail_json) and signals too: never half-applied
             with self.signals.deferred():
                 notes = self.roll_back()
             raise Failure(self.describe(exc, notes)) from None
@@ -936,15 +939,18 @@ class Transaction:
             if left:
                 return [f"contexts {', '.join(left)} are still live after the reload"]
         except AsteriskUnavailable as exc:
-            how = "froze" if exc.frozen else "is not running"
-            return [f"Asterisk {how} and was not reloaded ({exc}): the previous files are on disk, so the next "
-                    "reload or start loads the previous dialplan"]
+            how = "froze" if exc.frozen else "stopped answering"
+            return [f"Asterisk {how} during the rollback ({exc}), so the restored dialplan is not proven to run: "
+                    "the previous files are on disk and the next reload or start loads them"]
         return []
 
     def roll_back(self) -> list:
-        notes = self.restore_files()
-        if self.reload_sent and not notes and self.change.contents:
-            notes += self.reload_previous()
+        try:
+            notes = self.restore_files()
+            if self.reload_sent and not notes and self.change.contents:
+                notes += self.reload_previous()
+        except BaseException as exc:  # the rollback ends with a message, whatever stops it
+            return [f"the rollback itself failed ({type(exc).__name__}: {exc})"]
         return notes
 
     def describe(self, exc: BaseException, notes: list) -> str:
@@ -965,7 +971,7 @@ class Transaction:
             cause = "the module was made to exit during the change"
         else:
             cause = f"{type(exc).__name__}: {exc}"
-        if not self.written and not self.reload_sent and not notes:
+        if not self.committed and not self.reload_sent and not notes:
             outcome = "nothing was changed"
         elif notes:
             outcome = "ROLLBACK INCOMPLETE: " + "; ".join(notes)
