@@ -456,8 +456,8 @@ def cannot_read(ids, attributes: Attributes) -> str | None:
     as_group = (attributes.gid == gid or attributes.gid in groups) and bits & 0o040
     if as_owner or as_group or bits & 0o004:
         return None
-    return (f"unreadable by Asterisk, which runs as {_name(pwd.getpwuid, uid)}:{_name(grp.getgrgid, gid)}, with "
-            f"owner {_name(pwd.getpwuid, attributes.uid)}, group {_name(grp.getgrgid, attributes.gid)}, mode {bits:04o}")
+    return (f"unreadable by Asterisk, which runs as {_name(pwd.getpwuid, uid)}:{_name(grp.getgrgid, gid)}, "
+            f"with {attributes.describe().strip()}")
 
 
 def _name(lookup, number: int) -> str:
@@ -476,7 +476,8 @@ class Attributes:
     mode: int
 
     def describe(self) -> str:
-        return f"owner {_name(pwd.getpwuid, self.uid)}, group {_name(grp.getgrgid, self.gid)}, mode {self.mode:04o}\n"
+        return (f"owner {_name(pwd.getpwuid, self.uid)}, group {_name(grp.getgrgid, self.gid)}, "
+                f"mode {self.mode:04o}\n")
 
 
 @dataclass(frozen=True)
