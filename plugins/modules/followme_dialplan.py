@@ -337,7 +337,7 @@ class ContextState:
     def problem(self, name: str, expected) -> str | None:
         """Why this context is not what the managed file holds, or None."""
         if not self.exists:
-            return f"context {name} is missing"
+            return None if tuple(expected) == (0, 0) else f"context {name} is missing"
         foreign = sorted(self.sources - {FILE_NAME})
         if foreign:
             return (f"context {name} also holds lines from {', '.join(foreign)}: a context of that name is "
@@ -1084,7 +1084,8 @@ def survey(module: AnsibleModule, plan: Plan, asterisk: Asterisk, result: dict):
     refuse_empty(plan, before, module.params["allow_empty"], module.check_mode)
     drift = None
     if asterisk is not None:
-        result["previous_revision"] = asterisk.revision(plan.context)
+        old = (before[plan.managed_path].data or b"").decode("utf-8", "replace")
+        result["previous_revision"] = asterisk.revision(context_of(old) or plan.context)
         if not change.contents:
             # The files are right; is the running dialplan the one on disk? (revision, then each context)
             drift = prove(asterisk, plan.text)
