@@ -688,14 +688,15 @@ def lock_path(config_dir: str) -> str:
 
 @contextlib.contextmanager
 def host_lock(path: str, deadline: Deadline, shared: bool = False, poll: float = 0.05):
-    """One run at a time on this host: an flock held from the first read to the last reload.
-    shared (check mode): waits for a run in progress, takes nothing when no run ever made the file."""
+    """One run at a time on this host: an flock held from the first read to the last reload. Yields None when
+    the lock was free, else (seconds waited, pid of the run that held it). shared (check mode): waits for a run
+    in progress, and takes nothing when no run ever made the file."""
     flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_RDONLY if shared else os.O_RDWR | os.O_CREAT)
     try:
         handle = os.open(path, flags, 0o600)
     except FileNotFoundError:
         if shared:
-            yield
+            yield None
             return
         raise Failure(f"cannot create the lock file {path}: no such directory; nothing was changed") from None
     except OSError as exc:
@@ -704,21 +705,23 @@ def host_lock(path: str, deadline: Deadline, shared: bool = False, poll: float =
         if not stat.S_ISREG(os.fstat(handle).st_mode):
             raise Failure(f"the lock file {path} is not a regular file: refusing it; nothing was changed")
         operation = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        started, waited = time.monotonic(), None
         while True:
             try:
                 fcntl.flock(handle, operation | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                holder = os.pread(handle, 32, 0).decode("ascii", "replace").strip() or "?"
                 if deadline.remaining() <= 0:
-                    holder = os.pread(handle, 32, 0).decode("ascii", "replace").strip()
                     raise DeadlineExpired(
-                        f"another run of this module (pid {holder or '?'}) held {path} for the whole time limit "
+                        f"another run of this module (pid {holder}) held {path} for the whole time limit "
                         f"({deadline.seconds:g} s); nothing was changed") from None
+                waited = holder
                 time.sleep(poll)
         if not shared:
             os.ftruncate(handle, 0)
             os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
-        yield
+        yield None if waited is None else (time.monotonic() - started, waited)
     finally:
         os.close(handle)  # releases the lock
 
@@ -1038,7 +1041,10 @@ def run(module: AnsibleModule, result: dict, signals: Signals) -> None:
     plan = make_plan(p)
     result.update(revision=plan.revision, extension_count=plan.extension_count)
     asterisk = Asterisk(asterisk_binary(module), p["command_timeout"], deadline)
-    with host_lock(lock_path(p["config_dir"]), deadline, shared=module.check_mode):
+    with host_lock(lock_path(p["config_dir"]), deadline, shared=module.check_mode) as waited:
+        if waited:
+            module.warn(f"waited {waited[0]:.1f} s for another run of this module on this host (pid {waited[1]}) "
+                        "to finish; this run started from what that one left")
         try:
             before, change, drift = survey(module, plan, asterisk, result)
             if not result["changed"] or module.check_mode:

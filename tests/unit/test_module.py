@@ -542,9 +542,12 @@ def test_two_runs_take_turns_on_the_lock(tmp_path):
     path = str(tmp_path / "followme.lock")
     inside, order = threading.Lock(), []
 
+    waits = {}
+
     def one_run(name):
-        with fm.host_lock(path, fm.Deadline(10), poll=0.01):
+        with fm.host_lock(path, fm.Deadline(10), poll=0.01) as waited:
             assert inside.acquire(blocking=False), "two runs in the critical section at once"
+            waits[name] = waited
             order.append(f"{name} in")
             time.sleep(0.2)
             order.append(f"{name} out")
@@ -556,6 +559,9 @@ def test_two_runs_take_turns_on_the_lock(tmp_path):
     for thread in threads:
         thread.join()
     assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+    first, second = order[0][0], order[2][0]
+    assert waits[first] is None
+    assert 0.1 < waits[second][0] < 1 and waits[second][1] == str(os.getpid())
 
 
 def test_a_lock_held_past_the_time_limit_fails_naming_the_holder(tmp_path):
@@ -592,8 +598,8 @@ def test_a_lock_file_that_is_a_symlink_is_refused(tmp_path):
 
 def test_check_mode_takes_a_shared_lock_and_creates_nothing(tmp_path):
     path = tmp_path / "followme.lock"
-    with fm.host_lock(str(path), fm.Deadline(1), shared=True):
-        pass
+    with fm.host_lock(str(path), fm.Deadline(1), shared=True) as waited:
+        assert waited is None
     assert not path.exists()
     with fm.host_lock(str(path), fm.Deadline(1)), open(path) as other:
         with pytest.raises(BlockingIOError):
