@@ -246,7 +246,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 _DIRECTIVE = re.compile(rb"[ \t]*#(?:try)?include[ \t]+(?P<argument>[^;]*?)[ \t]*(?:;.*)?\Z", re.S)
 _LIVE_REVISION = re.compile(r"NoOp\(([0-9a-f]{16})\)")
 _SUMMARY = re.compile(r"-= (\d+) extensions? \((\d+) priorit(?:y|ies)\) in \d+ contexts?\. =-")
-_SOURCE = re.compile(r"\s\[([^\[\]\s]+)\]\s*$", re.M)
+_SOURCE = re.compile(r"\[([^\[\]\s:]+)(?::\d+)?\]$", re.M)  # [file:line] or [registrar] ending a line
 
 
 # -- failures: what the user reads ----------------------------------------------------------------
@@ -354,7 +354,7 @@ def parse_context(text: str) -> ContextState:
         return ContextState(exists=False)
     summary = _SUMMARY.search(text)
     extensions, priorities = (int(summary.group(1)), int(summary.group(2))) if summary else (0, 0)
-    sources = frozenset(source.split(":", 1)[0] for source in _SOURCE.findall(text))
+    sources = frozenset(_SOURCE.findall(text))
     return ContextState(True, extensions, priorities, sources)
 
 
