@@ -296,6 +296,11 @@ def test_a_run_killed_mid_way_leaves_nothing_behind(lab_host, frozen):
     assert ssh(lab_host, "ls -A /tmp; ls -A /etc/asterisk | grep '^.followme-' || true").stdout.strip() == ""
     assert file_state(lab_host) == files
     assert ssh(lab_host, f"test -d /proc/{pid} && echo alive || true").stdout.strip() == ""
+    ssh(lab_host, f"kill -CONT {frozen}")
+    asterisk_rx(lab_host, "core waitfullybooted", timeout=60)
+    after = deploy(lab_host)  # the lock was released with the process
+    assert after.ok and after.recap[lab_host.name]["changed"] == 0, after.output
+    working(lab_host)
 
 
 # -- drift ---------------------------------------------------------------------------------------------
@@ -376,3 +381,6 @@ def test_a_rollback_on_a_host_that_never_had_follow_me_leaves_no_context_live(la
                  "from-internal-taken", "from-internal-prefix", "from-internal-predial"):
         assert f"There is no existence of '{name}' context" in asterisk_rx(lab_host, f"dialplan show {name}")
     assert "extensions_followme" not in asterisk_rx(lab_host, "dialplan show from-internal")
+    again = deploy(lab_host)
+    assert again.ok and again.recap[lab_host.name]["changed"] == 1, again.output
+    working(lab_host)
