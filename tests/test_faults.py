@@ -273,6 +273,57 @@ def test_a_frozen_asterisk_fails_the_host_and_nothing_is_applied_later(lab_host,
     working(lab_host)
 
 
+FREEZE_ON_RENAME = """python3 - <<'PY'
+import os, signal, time
+path = "{path}"
+inode = os.stat(path).st_ino
+pid = int(open("/run/asterisk/asterisk.pid").read())
+print("watching", flush=True)
+end = time.monotonic() + 120
+while time.monotonic() < end:
+    try:
+        if os.stat(path).st_ino != inode:
+            os.kill(pid, signal.SIGSTOP)
+            print("stopped", flush=True)
+            break
+    except FileNotFoundError:
+        pass
+    time.sleep(0.0002)
+PY""".replace("{path}", MANAGED)
+
+
+def test_asterisk_frozen_right_after_the_write_is_rolled_back_on_disk(lab_host):
+    """Asterisk is stopped the moment the new file is renamed into place, so the reload hangs: the run must
+    restore the previous files and say that Asterisk could not be asked to reload them."""
+    files = file_state(lab_host)
+    revision = re.search(r"NoOp\(([0-9a-f]{16})\)", asterisk_rx(lab_host, "dialplan show s@followme-revision")).group(1)
+    pid = ssh(lab_host, "cat /run/asterisk/asterisk.pid").stdout.strip()
+    watcher = {}
+    thread = threading.Thread(target=lambda: watcher.setdefault("out", ssh(lab_host, FREEZE_ON_RENAME, timeout=200)))
+    thread.start()
+    try:
+        time.sleep(2)  # the watcher is running
+        run = deploy(lab_host, extra_vars=CHANGED)
+        thread.join(200)
+    finally:
+        ssh(lab_host, f"kill -CONT {pid}")
+    assert "stopped" in watcher["out"].stdout
+    message = failure(run, lab_host)
+    assert message.startswith("Asterisk froze during the reload (asterisk -rx '"), message
+    # Stopped before the reload was sent (the usual case: the watcher polls every 0.2 ms), or while it was.
+    assert message.endswith((
+        "; the previous files were restored (Asterisk had not been reloaded)",
+        "ROLLBACK INCOMPLETE: Asterisk froze during the rollback (asterisk -rx 'core waitfullybooted': no answer "
+        "within 30 s (Asterisk frozen or overloaded)), so the restored dialplan is not proven to run: the previous "
+        "files are on disk and the next reload or start loads them")), message
+    assert file_state(lab_host) == files
+    asterisk_rx(lab_host, "core waitfullybooted", timeout=60)
+    time.sleep(3)  # whatever Asterisk had queued runs now; a module left behind would apply now
+    assert file_state(lab_host) == files
+    assert f"NoOp({revision})" in asterisk_rx(lab_host, "dialplan show s@followme-revision")
+    working(lab_host)
+
+
 def test_a_run_killed_mid_way_leaves_nothing_behind(lab_host, frozen):
     """The module waits on the frozen Asterisk; a SIGTERM to it ends the run cleanly: a message, nothing in
     /tmp (Ansible's payload directory), no temporary file in /etc/asterisk, the lock released."""
