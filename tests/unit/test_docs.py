@@ -61,7 +61,8 @@ def test_argument_specs_and_module_defaults_match_the_role_defaults():
     documented = yaml.safe_load(ast.literal_eval(re.search(r'DOCUMENTATION = (r""".*?""")', module, re.S).group(1)))
     for option, spec in documented["options"].items():
         role_variable = {"owner": "followme_file_owner", "group": "followme_file_group", "mode": "followme_file_mode",
-                         "declarations": None, "defaults": None, "asterisk": None}.get(option, f"followme_{option}")
+                         "declarations": None, "defaults": None, "asterisk": None,
+                         "command_timeout": None, "timeout": None}.get(option, f"followme_{option}")
         if role_variable:
             assert spec["default"] == DEFAULTS[role_variable], option
 
@@ -81,7 +82,8 @@ def test_module_documentation_for_ansible_doc():
     assert found["doc"]["attributes"]["check_mode"]["support"] == "full"
     assert found["doc"]["attributes"]["diff_mode"]["support"] == "full"
     assert "followme_dialplan:" in found["examples"]
-    assert {"revision", "reloaded", "files", "plans"} <= set(found["return"])
+    assert {"revision", "reloaded", "files", "extension_count"} <= set(found["return"])
+    assert "plans" not in found["return"]  # the user needs a count, not a copy of every plan
 
 
 if __name__ == "__main__":
