@@ -18,7 +18,8 @@ short_description: Install the Follow Me dialplan of an Asterisk PBX and reload 
 version_added: "1.0.0"
 description:
   - Renders every follow-me declaration of the host into one managed file, C(extensions_followme.conf),
-    in O(config_dir), and makes sure C(extensions.conf) includes it with one managed C(#tryinclude) line.
+    in O(config_dir), and makes sure O(include_file) (default C(extensions.conf)) includes it with one managed
+    C(#tryinclude) line.
     Every other byte of the site's configuration is left as it was (a duplicate include line of the managed
     file, however its path is spelt, is collapsed into the one managed line).
   - Both files are read without following symbolic links and must be regular files of at most 64 MiB; a
@@ -96,6 +97,15 @@ options:
     description: Asterisk configuration directory (C(astetcdir)).
     type: path
     default: /etc/asterisk
+  include_file:
+    description:
+      - File of O(config_dir) that carries the one managed C(#tryinclude "extensions_followme.conf") line, for
+        example C(extensions_custom.conf) on FreePBX, which rewrites C(extensions.conf) on every change.
+      - A plain file name matching C(^[A-Za-z0-9_.-]+\.conf$), other than C(extensions_followme.conf). The file
+        must exist and be read by Asterisk's dialplan (C(extensions.conf) or a file it includes); otherwise the
+        reload cannot be proven and the previous files are restored.
+    type: str
+    default: extensions.conf
   owner:
     description: Owner of the managed file (a name or a number).
     type: str
@@ -240,6 +250,7 @@ RELOAD = "module reload pbx_config.so"
 # refuses to load and Asterisk exits at start-up).
 INCLUDE_LINE = f'#tryinclude "{FILE_NAME}"'.encode()
 MAIN_FILE = "extensions.conf"
+_INCLUDE_FILE = re.compile(r"[A-Za-z0-9_.-]+\.conf\Z")
 MAX_SIZE = 64 * 1024 * 1024  # no dialplan file is larger; a bigger one is refused rather than read
 TEMP_PREFIX = ".followme-"
 LOCK_DIRS = ("/run/lock", "/var/lock")
@@ -780,8 +791,11 @@ def make_plan(params: dict) -> Plan:
         raise Failure(f"cannot render the declarations ({type(exc).__name__}: {exc}); "
                       "they must pass followme_validate first; nothing was written") from None
     attributes = resolve_attributes(params["owner"], params["group"], params["mode"])
-    config_dir = params["config_dir"]
-    return Plan(os.path.join(config_dir, FILE_NAME), os.path.join(config_dir, MAIN_FILE), text, attributes,
+    config_dir, include_file = params["config_dir"], params["include_file"]
+    if not _INCLUDE_FILE.match(include_file) or include_file == FILE_NAME:
+        raise Failure(f"include_file must be a file name in config_dir matching ^[A-Za-z0-9_.-]+\\.conf$, "
+                      f"other than {FILE_NAME}, not {include_file!r}; nothing was written")
+    return Plan(os.path.join(config_dir, FILE_NAME), os.path.join(config_dir, include_file), text, attributes,
                 len(plans))
 
 
@@ -1009,6 +1023,7 @@ ARGUMENT_SPEC = dict(
     too_late_prompt=dict(type="str", default="followme/sorry"),
     confirm_timeout=dict(type="int", default=5),
     config_dir=dict(type="path", default="/etc/asterisk"),
+    include_file=dict(type="str", default=MAIN_FILE),
     owner=dict(type="str", default="root"),
     group=dict(type="str", default="asterisk"),
     mode=dict(type="raw", default="0640"),

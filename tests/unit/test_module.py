@@ -309,7 +309,8 @@ class Files:
                                  device="PJSIP/{extension}", outbound_context="from-internal",
                                  extension_context="from-internal", voicemail_context="default",
                                  confirm_prompt="followme/options", too_late_prompt="followme/sorry",
-                                 confirm_timeout=5, config_dir=str(self.directory), owner="root",
+                                 confirm_timeout=5, config_dir=str(self.directory), include_file="extensions.conf",
+                                 owner="root",
                                  group=str(NOGROUP), mode="0640"))
 
     def transaction(self, asterisk, plan, deadline=None, signals=None) -> fm.Transaction:
