@@ -156,7 +156,7 @@ def test_no_answer_loop_is_an_error(check):
         "2005": {"list": ["2004"], "no_answer": {"extension": "2001"}},  # leads into the loop; not part of it
     })
     assert errors == ['pbx1: extension 2001: no_answer.extension = "2002": no_answer chain loops back: '
-                      "2001 -> 2002 -> 2003 -> 2001. Accepted: a chain that ends (voicemail, hangup, goto, "
+                      "2001 -> 2002 -> 2003 -> 2001. Accepted: a chain that ends (voicemail, hangup, goto elsewhere, "
                       "or an extension without an enabled follow-me)"]
 
 
