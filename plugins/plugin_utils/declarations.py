@@ -416,18 +416,16 @@ class Checker:
         for name in sorted(str(name) for name in variables if name not in known):
             if suspicious(name, known):
                 close = difflib.get_close_matches(name, sorted(self.variables), n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else "."
-                errors.append(DeclarationError(
-                    host, "", name, variables[name],
-                    f"unknown variable {name!r}{hint} Names starting with followme belong to the role; "
-                    f"accepted: {', '.join(self.variables)}", location=(name,)))
+                accepted = f"did you mean {close[0]!r}?" if close else "accepted: " + ", ".join(self.variables)
+                errors.append(self.problem(
+                    host, (name,), f"unknown variable {name!r} (names starting with followme belong to the role); "
+                    + accepted, variables[name]))
         budget = [MAX_NODES]
         taken = {}
         for name in self.variables:
             if name in variables:
                 taken[name], walk = bounded_plain(variables[name], budget=budget, path=(name,))
-                problems += [DeclarationError(host, *self._where(location), None, message, location=location,
-                                              written="(...)") for location, message in walk]
+                problems += [self.problem(host, location, message, ()) for location, message in walk]
         errors += problems
         variables = taken
         if not any(layer in variables for layer in LAYERS):
@@ -494,7 +492,13 @@ class Checker:
         warnings.extend(cross.warnings())
         return Result(complete, _unique(errors, problems), _unique(warnings), settings)
 
-    def _where(self, location: tuple) -> tuple[str, str]:
+    def problem(self, host: str, location: tuple, message: str, value: Any = None) -> DeclarationError:
+        """An error found while reading a host's variables (e.g. a template error) at a location."""
+        shown = None if isinstance(value, (str, int, float, bool)) or value is None else "(...)"
+        return DeclarationError(host, *self.where(location), value, message, location=tuple(location),
+                                written=shown)
+
+    def where(self, location: tuple) -> tuple[str, str]:
         """(extension, field path text) of a location in the host's variables."""
         variable, *path = location
         if variable in LAYERS and path:
@@ -637,24 +641,25 @@ class _CrossCheck:
         """The toll-fraud policy on one thing Asterisk may dial: an external entry, or a no_answer/goto target."""
         form = number if entry else (number if number.endswith("#") else number + "#")
         why = "" if entry else (
-            " (not in followme_known_extensions, so it may be dialed out; matched as " + form + ")"
+            "; not in followme_known_extensions, so it may be dialed out; matched as " + form
             if self.known is not None else
-            " (neither a declared extension nor as long as one, so it may be dialed out; matched as " + form
-            + "; an internal extension is listed in followme_known_extensions)")
+            "; neither a declared extension nor as long as one, so it may be dialed out; matched as " + form
+            + "; an internal extension is listed in followme_known_extensions")
         if self.allow and (entry or self.checker._number.match(number)) \
                 and not any(pattern.search(form) for pattern in self.allow):
             yield self._error(extension, path, number,
                               ("external number " if entry else "") + "matches none of followme_external_allow: "
-                              + ", ".join(repr(p.pattern) for p in self.allow) + why, location)
+                              + ", ".join(repr(p.pattern) for p in self.allow) + (f" ({why[2:]})" if why else ""),
+                              location)
         for candidate in deny_forms(form):
             blocking = next((pattern for pattern in self.deny if pattern.search(candidate)), None)
             if blocking:
                 seen = "" if candidate == form else (
-                    f", matched as {candidate}: *, + and inner # removed, as an outbound route may ignore them")
+                    f"; matched as {candidate}: *, + and inner # removed, as an outbound route may ignore them")
                 yield self._error(extension, path, number,
                                   ("external number " if entry else "")
                                   + f"blocked by followme_external_deny pattern {blocking.pattern!r} "
-                                  f"(toll-fraud policy{seen}){why}", location)
+                                  f"(toll-fraud policy{seen}{why})", location)
                 return
 
     def _own_context(self, context: str) -> bool:
@@ -718,7 +723,8 @@ class _CrossCheck:
             return target["extension"], "no_answer.extension"
         goto = target.get("goto")
         if isinstance(goto, Mapping) and isinstance(goto.get("context"), str) \
-                and isinstance(goto.get("extension"), str) and goto["context"].lower() == self.extension_context.lower():
+                and isinstance(goto.get("extension"), str) \
+                and goto["context"].lower() == self.extension_context.lower():
             return goto["extension"], "no_answer.goto.extension"
         return None
 
