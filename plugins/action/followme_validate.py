@@ -21,7 +21,6 @@ from ansible.utils.display import Display
 from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plans
 from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import (
     Checker,
-    DeclarationError,
     MissingLibrary,
     load_schema,
     require_libraries,
@@ -161,10 +160,10 @@ class ActionModule(ActionBase):
             if not os.path.isfile(path):
                 continue
             for location, key, first, line, column in duplicate_keys(path, anchors, names):
-                extension, field = checker.where(location)
-                problems.append(DeclarationError(
-                    host, extension, "(extension key)" if field == "(declaration)" else field, key,
-                    f"written twice in one mapping (lines {first} and {line}): YAML keeps the last and drops the "
-                    "first without a word. Accepted: each key once; merge the two",
-                    location=location, origin=origin_text((path, line, column), root)))
+                message = (f"written twice in one mapping (lines {first} and {line}): YAML keeps the last and drops "
+                           "the first without a word. Accepted: each key once; merge the two")
+                error = checker.problem(host, location, message, locate(task_vars, location)[0])
+                if error.path == "(declaration)":
+                    error = dataclasses.replace(error, path="(extension key)", value=key, written=None)
+                problems.append(dataclasses.replace(error, origin=origin_text((path, line, column), root)))
         return problems
