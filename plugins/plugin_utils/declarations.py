@@ -360,9 +360,9 @@ def suspicious(name: str, known: Iterable[str]) -> bool:
     low = name.lower()
     if low.startswith(("followme", "follow_me")):
         return True
-    if not 6 <= len(low) <= 40 or not ("fol" in low or "low" in low or "lowme" in low or "llow" in low):
+    if not 6 <= len(low) <= 40 or not ("fol" in low or "low" in low):
         return False
-    return bool(difflib.get_close_matches(low, list(known), n=1, cutoff=0.85))
+    return bool(difflib.get_close_matches(low, list(known), n=1, cutoff=0.9))
 
 
 class Checker:
@@ -415,7 +415,7 @@ class Checker:
         errors: list[DeclarationError] = []
         for name in sorted(str(name) for name in variables if name not in known):
             if suspicious(name, known):
-                close = difflib.get_close_matches(name, sorted(self.variables), n=1, cutoff=0.6)
+                close = difflib.get_close_matches(name.lower(), sorted(self.variables), n=1, cutoff=0.75)
                 accepted = f"did you mean {close[0]!r}?" if close else "accepted: " + ", ".join(self.variables)
                 errors.append(self.problem(
                     host, (name,), f"unknown variable {name!r} (names starting with followme belong to the role); "
