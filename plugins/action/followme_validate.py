@@ -83,7 +83,7 @@ class ActionModule(ActionBase):
         variables, found = read_templated(task_vars, names, self._templar.template)
         problems = [checker.problem(host, location, message, locate(task_vars, location)[0])
                     for location, message in found]
-        checked = checker.check(host, variables, known_names=known, problems=problems)
+        checked = checker.check(host, variables, known_names=known, problems=problems, plain=True)
         duplicates = self._duplicates(host, checker, task_vars, names)
         if duplicates:
             checked.errors = sorted(checked.errors + duplicates, key=lambda e: (e.host, e.extension, e.path, str(e)))

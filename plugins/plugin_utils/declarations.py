@@ -20,8 +20,9 @@ import copy
 import difflib
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 try:
     from re import _constants as _sre
@@ -150,50 +151,73 @@ def _plain_scalar(value):
     return value
 
 
+def _materialize(path: tuple, link) -> tuple:
+    keys = []
+    while link is not None:
+        keys.append(link[0])
+        link = link[1]
+    return path + tuple(reversed(keys))
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def bounded_plain(value, *, budget: list[int], path: tuple = (), max_depth: int = MAX_DEPTH,
                   leaf: Callable[[tuple, str], tuple[Any, str | None]] | None = None):
     """A plain-Python copy (dict, list, str, int, float, bool, None) of value, walked without recursion.
 
     budget is a one-item list, the number of values the walk may still visit (shared by the calls for
-    one host); leaf(path, string) may replace a string (e.g. render its template) and return a problem.
-    Returns (copy, [(path, problem)]). Deeper than max_depth, the copy holds None and a problem is
-    returned; past the budget, the copy is None and the walk stops.
+    one host); leaf(path, string) may replace a string holding "{" (e.g. render its template) and return
+    a problem. Returns (copy, [(path, problem)]). Deeper than max_depth, the copy holds None and one
+    problem is returned; past the budget, the copy is None and the walk stops.
     """
     problems: list[tuple[tuple, str]] = []
+    too_deep = False
     root: list = [None]
-    stack = [(value, root, 0, path, 0)]
+    stack: list = [(value, root, 0, None, 0)]
+    count = budget[0]
     while stack:
-        item, parent, slot, where, depth = stack.pop()
-        budget[0] -= 1
-        if budget[0] < 0:
+        item, parent, slot, link, depth = stack.pop()
+        count -= 1
+        if count < 0:
+            budget[0] = count
             problems.append((path, f"holds more than {MAX_NODES:,} values in all (a YAML alias bomb?): "
                                    "not checked further"))
             return None, problems
-        if leaf is not None and isinstance(item, str):
-            item, problem = leaf(where, item)
+        kind = type(item)
+        if kind in _SCALARS and (kind is not str or leaf is None or "{" not in item):
+            parent[slot] = item
+            continue
+        if leaf is not None and isinstance(item, str) and "{" in item:
+            item, problem = leaf(_materialize(path, link), item)
             if problem:
-                problems.append((where, problem))
-        if isinstance(item, (Mapping, list, tuple)):
+                problems.append((_materialize(path, link), problem))
+        if kind is dict or kind is list or isinstance(item, (dict, list, tuple, Mapping)):
             if depth >= max_depth:
-                problems.append((where, f"is nested more than {max_depth} levels deep (the format needs 6): "
-                                        "not checked further"))
+                if not too_deep:  # once per walk: an alias bomb is deep in many places
+                    problems.append((_materialize(path, link),
+                                     f"is nested more than {max_depth} levels deep (the format needs 6): "
+                                     "not checked further"))
+                too_deep = True
                 parent[slot] = None
                 continue
-            if isinstance(item, Mapping):
+            if kind is dict or (kind is not list and isinstance(item, Mapping)):
                 copied = {}
                 entries = []
                 for raw_key, sub in item.items():
-                    key = _plain_key(raw_key)
+                    key = raw_key if type(raw_key) is str else _plain_key(raw_key)
                     copied[key] = None
                     entries.append((key, sub))
             else:
                 copied = [None] * len(item)
                 entries = list(enumerate(item))
             parent[slot] = copied
+            depth += 1
             for key, sub in reversed(entries):
-                stack.append((sub, copied, key, where + (key,), depth + 1))
+                stack.append((sub, copied, key, (key, link), depth))
         else:
             parent[slot] = _plain_scalar(item)
+    budget[0] = count
     return root[0], problems
 
 
@@ -392,7 +416,7 @@ class Checker:
             return False
         try:
             self._fast(declaration)
-        except fastjsonschema.JsonSchemaException:
+        except Exception:  # noqa: BLE001 (JsonSchemaException, or a TypeError on odd types: the detailed path says)
             return False
         return True
 
@@ -403,12 +427,13 @@ class Checker:
         return result.declarations, result.errors
 
     def check(self, host: str, variables: Mapping[str, Any], *, known_names: Iterable[str] = (),
-              problems: Iterable[DeclarationError] = ()) -> Result:
+              problems: Iterable[DeclarationError] = (), plain: bool = False) -> Result:
         """Check one host's variables: the role's, and any other whose name looks meant for the role.
 
         known_names: more variable names that belong to the role (e.g. from its argument_specs);
         problems: errors already found while reading the variables (e.g. template errors), each
-        with its location: other errors at or under that location are left out.
+        with its location: other errors at or under that location are left out;
+        plain: the variables are already bounded plain copies (bounded_plain), not to be walked again.
         """
         known = set(self.variables) | set(known_names)
         problems = list(problems)
@@ -423,7 +448,9 @@ class Checker:
         budget = [MAX_NODES]
         taken = {}
         for name in self.variables:
-            if name in variables:
+            if name in variables and plain:
+                taken[name] = variables[name]
+            elif name in variables:
                 taken[name], walk = bounded_plain(variables[name], budget=budget, path=(name,))
                 problems += [self.problem(host, location, message, ()) for location, message in walk]
         errors += problems
@@ -766,12 +793,12 @@ class _CrossCheck:
         longest = max(len(extension) for extension in self.declarations)
         for extension, declaration in sorted(self.declarations.items()):
             entries = declaration["list"] if isinstance(declaration["list"], list) else []
-            external = {entry[0] for entry in entries if isinstance(entry, str) and entry.endswith("#")
-                        and entry[0] != "+"}
             for index, entry in enumerate(entries):
-                if not (isinstance(entry, str) and self.checker._entry.match(entry)) or entry.endswith("#") \
-                        or entry in self.declarations or len(entry) <= longest:
+                if not isinstance(entry, str) or len(entry) <= longest or entry.endswith("#") \
+                        or entry in self.declarations or not self.checker._entry.match(entry):
                     continue
+                external = {item[0] for item in entries if isinstance(item, str) and item.endswith("#")
+                            and item[0] != "+"}
                 prefix = next(iter(external)) if len(external) == 1 else "9"
                 prefix = "" if prefix == entry[0] else prefix
                 device = self.settings["followme_device"].replace("{extension}", entry)
@@ -785,14 +812,16 @@ class _CrossCheck:
 
 
 def _has_float(value) -> bool:
+    """Whether a plain value (dicts and lists, as bounded_plain makes them) holds a float."""
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, float):
+        kind = type(item)
+        if kind is float:
             return True
-        if isinstance(item, Mapping):
+        if kind is dict:
             stack.extend(item.values())
-        elif isinstance(item, list):
+        elif kind is list:
             stack.extend(item)
     return False
 
