@@ -106,3 +106,22 @@ def test_duplicate_declaration_key_is_an_error_even_in_a_valid_host():
     assert re.search(r"pbx-dup: extension 2001: ring_time = 30: written twice in one mapping \(lines \d+ and \d+\)",
                      output), output
     assert 'pbx-dup: followme = (...): written twice in one mapping' in output
+
+
+def test_ansible_can_refuse_duplicate_keys_itself(monkeypatch):
+    """README: `duplicate_dict_key = error` makes Ansible refuse them while loading, before any play."""
+    monkeypatch.setenv("ANSIBLE_DUPLICATE_YAML_DICT_KEY", "error")
+    run = run_playbook("playbooks/validate.yml", ROOT / "tests/inventories/duplicates")
+    assert run.returncode != 0
+    assert "duplicate" in run.output.lower()
+    assert "TASK [followme.asterisk.followme : Validate" not in run.output
+
+
+def test_warnings_are_shown_at_most_twenty_per_host():
+    followme = {str(3000 + i): {"list": ["09121234567"]} for i in range(25)}
+    run = run_playbook("playbooks/validate.yml", ROOT / "tests/inventories/unreachable", limit="pbx-shiraz",
+                       extra_vars={"followme": followme})
+    assert run.ok, run.output
+    output = flat(run.output)
+    assert output.count("does not look like one of this site's extensions") == 20
+    assert "pbx-shiraz: 5 more follow-me warning(s)" in output
