@@ -153,15 +153,22 @@ def written(value, origin, lines: dict) -> str | None:
 # -- duplicate keys -----------------------------------------------------------------------------
 
 _RESOLVER = yaml.resolver.Resolver()
+_PLAIN_TAGS: dict[str, str] = {}
 
 
 def _key_identity(event) -> tuple:
     """What a scalar key becomes once loaded: "2001" (a string) and 2001 (an integer) are two keys."""
-    if event.style in (None, "") and event.implicit[0]:
-        tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, (True, False))
+    value = event.value
+    if not event.style and event.implicit[0]:
+        tag = _PLAIN_TAGS.get(value)
+        if tag is None:
+            tag = _PLAIN_TAGS[value] = _RESOLVER.resolve(yaml.ScalarNode, value, (True, False))
     else:
         tag = event.tag or "tag:yaml.org,2002:str"
-    return tag, event.value
+    return tag, value
+
+
+_MAP, _SEQ = 0, 1
 
 
 def duplicate_keys(path: str, anchors: Mapping[tuple[int, int], str], names: Iterable[str]):
@@ -172,58 +179,60 @@ def duplicate_keys(path: str, anchors: Mapping[tuple[int, int], str], names: Ite
     parser events: nothing is built, aliases are not expanded, time is linear in the file's size.
     """
     names = set(names)
-    found = []
+    found: list = []
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-        stack: list[dict] = []
-        for event in yaml.parse(text, Loader=_Loader):
-            if isinstance(event, (yaml.DocumentStartEvent, yaml.DocumentEndEvent)):
-                stack = []
-                continue
-            if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                frame = stack.pop()
-                if stack and stack[-1]["kind"] == "map":
-                    stack[-1]["expect_key"] = frame["role"] == "value"
-                continue
-            if not isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent, yaml.MappingStartEvent,
-                                      yaml.SequenceStartEvent)):
-                continue
-            parent = stack[-1] if stack else None
-            role, location = "item", None
-            if parent and parent["kind"] == "map":
-                if parent["expect_key"]:
-                    role = "key"
-                    parent["key"] = None
-                    if isinstance(event, yaml.ScalarEvent):
-                        identity = _key_identity(event)
-                        line = event.start_mark.line + 1
-                        if identity in parent["keys"] and event.value != "<<" and (
-                                parent["watched"] or event.value in names):
-                            place = (*parent["location"], event.value) if parent["location"] else (event.value,)
-                            found.append((place, event.value, parent["keys"][identity], line,
-                                          event.start_mark.column + 1))
-                        parent["keys"].setdefault(identity, line)
-                        parent["key"] = event.value
-                else:
-                    role = "value"
-                    if parent["location"] is not None and parent["key"] is not None:
-                        location = (*parent["location"], parent["key"])
-            elif parent:
-                if parent["location"] is not None:
-                    location = (*parent["location"], parent["index"])
-                parent["index"] += 1
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                start = (event.start_mark.line + 1, event.start_mark.column + 1)
-                anchored = anchors.get(start)
-                if anchored:
-                    location = (anchored,)
-                stack.append({"kind": "map" if isinstance(event, yaml.MappingStartEvent) else "seq",
-                              "role": role, "location": location if role != "key" else None,
-                              "watched": bool(anchored) or bool(parent and parent["watched"] and role != "key"),
-                              "keys": {}, "expect_key": True, "key": None, "index": 0})
-            elif parent and parent["kind"] == "map":
-                parent["expect_key"] = role == "value"
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, IndexError, KeyError):
+        _scan(yaml.parse(text, Loader=_Loader), anchors, names, found)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, IndexError, KeyError, TypeError):
         return found
     return found
+
+
+def _scan(events, anchors, names, found) -> None:
+    # A frame: [kind, role, location, watched, keys, expect_key, key, index]
+    scalar, alias = yaml.ScalarEvent, yaml.AliasEvent
+    starts = {yaml.MappingStartEvent: _MAP, yaml.SequenceStartEvent: _SEQ}
+    ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+    resets = (yaml.DocumentStartEvent, yaml.DocumentEndEvent)
+    stack: list[list] = []
+    for event in events:
+        kind = type(event)
+        if kind is scalar or kind is alias or kind in starts:
+            parent = stack[-1] if stack else None
+            role, location = "item", None
+            if parent is not None and parent[0] == _MAP:
+                if parent[5]:
+                    role = "key"
+                    parent[6] = None
+                    if kind is scalar:
+                        identity = _key_identity(event)
+                        line = event.start_mark.line + 1
+                        keys = parent[4]
+                        if identity in keys and event.value != "<<" and (parent[3] or event.value in names):
+                            place = (*parent[2], event.value) if parent[2] else (event.value,)
+                            found.append((place, event.value, keys[identity], line, event.start_mark.column + 1))
+                        keys.setdefault(identity, line)
+                        parent[6] = event.value
+                else:
+                    role = "value"
+                    if parent[2] is not None and parent[6] is not None:
+                        location = (*parent[2], parent[6])
+            elif parent is not None:
+                if parent[2] is not None:
+                    location = (*parent[2], parent[7])
+                parent[7] += 1
+            if kind in starts:
+                anchored = anchors.get((event.start_mark.line + 1, event.start_mark.column + 1)) if anchors else None
+                if anchored:
+                    location = (anchored,)
+                watched = bool(anchored) or (parent is not None and parent[3] and role != "key")
+                stack.append([starts[kind], role, location if role != "key" else None, watched, {}, True, None, 0])
+            elif parent is not None and parent[0] == _MAP:
+                parent[5] = role == "value"
+        elif kind in ends:
+            frame = stack.pop()
+            if stack and stack[-1][0] == _MAP:
+                stack[-1][5] = frame[1] == "value"
+        elif kind in resets:
+            stack = []
