@@ -125,3 +125,22 @@ def test_warnings_are_shown_at_most_twenty_per_host():
     output = flat(run.output)
     assert output.count("does not look like one of this site's extensions") == 20
     assert "pbx-shiraz: 5 more follow-me warning(s)" in output
+
+
+def test_a_yaml_alias_bomb_is_an_error_in_bounded_time():
+    run = run_playbook("playbooks/validate.yml", ROOT / "tests/inventories/aliasbomb", timeout=120)
+    assert run.returncode != 0
+    assert "pbx-bomb: followme = (...): holds more than 1,000,000 values in all (a YAML alias bomb?)" \
+        in flat(run.output), run.output
+    assert "Traceback" not in run.output
+
+
+def test_deep_nesting_from_extra_vars_is_an_error():
+    deep = "x"
+    for _ in range(300):
+        deep = [deep]
+    run = run_playbook("playbooks/validate.yml", ROOT / "tests/inventories/unreachable", limit="pbx-shiraz",
+                       extra_vars={"followme": {"2001": {"list": ["2002"], "ring_time": deep}}})
+    assert run.returncode != 0
+    assert "is nested more than 32 levels deep (the format needs 6): not checked further" in flat(run.output)
+    assert "Traceback" not in run.output
