@@ -12,10 +12,12 @@ module: followme_validate
 short_description: Validate the follow-me declarations of a PBX host on the controller
 version_added: "1.0.0"
 description:
-  - Checks C(followme), C(followme_host), C(followme_defaults), C(followme_known_extensions),
-    C(followme_external_allow) and C(followme_external_deny) of the host against the collection's JSON
-    Schema (C(schemas/followme.schema.json)), then the cross-checks (no_answer loops, known extensions,
-    toll-fraud policy). Never connects to the host.
+  - Checks C(followme), C(followme_host), C(followme_defaults), the policy (C(followme_known_extensions),
+    C(followme_external_allow), C(followme_external_deny)) and every other C(followme_*) role variable of the
+    host against the collection's JSON Schema (C(schemas/followme.schema.json)), then the cross-checks
+    (no_answer loops, known extensions, toll-fraud policy on list entries and no_answer/goto targets, the
+    role's own contexts). Never connects to the host.
+  - A variable whose name starts with C(followme) (or is close to a role variable) but is not one is an error.
   - The host's declarations are C(followme) (usually group_vars) and C(followme_host) (host_vars) merged
     by extension, the host's winning. With C(-v) every extension's call plan is printed in words.
   - Every host of the play is checked in the same task, in parallel forks, so one run reports every error

@@ -1,10 +1,17 @@
-"""Validate the follow-me declarations of PBX hosts and complete them.
+"""Validate the follow-me variables of PBX hosts and complete the declarations.
 
 Runs on the controller only (it needs jsonschema). The JSON Schema in
 schemas/followme.schema.json is the one source of truth for the format: field
-rules and defaults come from it; this module adds what a schema cannot say (the
-cross-checks of ../shared/SPEC.md) and turns every problem into a message that
-names host, extension, field path and offending value.
+rules, role variables and defaults come from it; this module adds what a schema
+cannot say (the cross-checks of ../shared/SPEC.md, the toll-fraud policy on every
+way a declaration can make Asterisk dial, file modes, unknown variable names) and
+turns every problem into a message that names host, extension, field path and
+offending value.
+
+Nothing here trusts the shape or size of its input: values are copied by a bounded,
+non-recursive walk (deep nesting and YAML alias bombs end in an error, not a
+RecursionError or an exponential walk), and allow/deny patterns that could take
+exponential time are refused before they are ever run.
 """
 
 from __future__ import annotations
@@ -13,8 +20,16 @@ import copy
 import difflib
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    from re import _constants as _sre
+    from re import _parser as _sre_parse
+except ImportError:  # Python < 3.11
+    import sre_constants as _sre  # pylint: disable=deprecated-module
+    import sre_parse as _sre_parse  # pylint: disable=deprecated-module
 
 try:
     import fastjsonschema
@@ -45,9 +60,24 @@ def require_libraries(python: str) -> None:
 
 #: Role variables the schema covers, besides followme and followme_defaults.
 POLICY_VARIABLES = ("followme_known_extensions", "followme_external_allow", "followme_external_deny")
+#: How the site's PBX is wired and where the file goes (the schema has their rules and defaults).
+ROLE_VARIABLES = ("followme_context", "followme_device", "followme_outbound_context", "followme_extension_context",
+                  "followme_voicemail_context", "followme_confirm_prompt", "followme_too_late_prompt",
+                  "followme_confirm_timeout", "followme_config_dir", "followme_file_owner", "followme_file_group",
+                  "followme_file_mode")
 #: Declaration layers, merged by extension in this order (a later layer's declaration wins).
 LAYERS = ("followme", "followme_host")
-VARIABLES = LAYERS + ("followme_defaults",) + POLICY_VARIABLES
+VARIABLES = LAYERS + ("followme_defaults",) + POLICY_VARIABLES + ROLE_VARIABLES
+
+#: Bounds of the walk over one host's variables: the format itself is 6 levels deep, and a host
+#: with 10,000 declarations of every field holds about 400,000 values.
+MAX_DEPTH = 32
+MAX_NODES = 1_000_000
+#: Allow/deny patterns may hold at most this many repeats of variable length (see regex_problem).
+MAX_VARIABLE_REPEATS = 3
+#: Characters an outbound route may let through and a trunk may drop: deny patterns are also
+#: matched against an entry without them (the final # of an entry stays).
+IGNORABLE = "*+#"
 
 
 def layered(variables: Mapping[str, Any]) -> dict[str, str]:
@@ -69,19 +99,246 @@ class DeclarationError:
     path: str  # field path inside the declaration, or the variable name
     value: Any
     message: str  # what is wrong and what would be accepted
+    location: tuple = ()  # (variable, key, ...): where the value sits in the host's variables
+    origin: str = ""  # file:line:column the value was read from, when Ansible kept it
+    written: str | None = None  # the value as the user wrote it, when that differs from what YAML made of it
 
     def __str__(self) -> str:
         where = f"extension {self.extension}: " if self.extension else ""
-        return f"{self.host}: {where}{self.path} = {_show(self.value)}: {self.message}"
+        shown = self.written if self.written is not None else _show(self.value)
+        at = f" (at {self.origin})" if self.origin else ""
+        return f"{self.host}: {where}{self.path} = {shown}: {self.message}{at}"
+
+
+@dataclass
+class Result:
+    """What checking one host found."""
+
+    declarations: dict[str, dict]  # complete declarations, enabled or not
+    errors: list[DeclarationError]
+    warnings: list[DeclarationError] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # every role variable, the schema's default if unset
 
 
 def _show(value: Any) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False, sort_keys=True)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
+
+# -- bounded copies ---------------------------------------------------------------------------
+
+def _plain_key(key):
+    if isinstance(key, bool) or key is None:
+        return key
+    if isinstance(key, int):
+        return int(key)
+    if isinstance(key, float):
+        return float(key)
+    return str(key) if isinstance(key, str) else repr(key)
+
+
+def _plain_scalar(value):
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _materialize(path: tuple, link) -> tuple:
+    keys = []
+    while link is not None:
+        keys.append(link[0])
+        link = link[1]
+    return path + tuple(reversed(keys))
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def bounded_plain(value, *, budget: list[int], path: tuple = (), max_depth: int = MAX_DEPTH,
+                  leaf: Callable[[tuple, str], tuple[Any, str | None]] | None = None):
+    """A plain-Python copy (dict, list, str, int, float, bool, None) of value, walked without recursion.
+
+    budget is a one-item list, the number of values the walk may still visit (shared by the calls for
+    one host); leaf(path, string) may replace a string holding "{" (e.g. render its template) and return
+    a problem. Returns (copy, [(path, problem)]). Deeper than max_depth, the copy holds None and one
+    problem is returned; past the budget, the copy is None and the walk stops.
+    """
+    problems: list[tuple[tuple, str]] = []
+    too_deep = False
+    root: list = [None]
+    stack: list = [(value, root, 0, None, 0)]
+    count = budget[0]
+    while stack:
+        item, parent, slot, link, depth = stack.pop()
+        count -= 1
+        if count < 0:
+            budget[0] = count
+            problems.append((path, f"holds more than {MAX_NODES:,} values in all (a YAML alias bomb?): "
+                                   "not checked further"))
+            return None, problems
+        kind = type(item)
+        if kind in _SCALARS and (kind is not str or leaf is None or "{" not in item):
+            parent[slot] = item
+            continue
+        if leaf is not None and isinstance(item, str) and "{" in item:
+            item, problem = leaf(_materialize(path, link), item)
+            if problem:
+                problems.append((_materialize(path, link), problem))
+        if kind is dict or kind is list or isinstance(item, (dict, list, tuple, Mapping)):
+            if depth >= max_depth:
+                if not too_deep:  # once per walk: an alias bomb is deep in many places
+                    problems.append((_materialize(path, link),
+                                     f"is nested more than {max_depth} levels deep (the format needs 6): "
+                                     "not checked further"))
+                too_deep = True
+                parent[slot] = None
+                continue
+            if kind is dict or (kind is not list and isinstance(item, Mapping)):
+                copied = {}
+                entries = []
+                for raw_key, sub in item.items():
+                    key = raw_key if type(raw_key) is str else _plain_key(raw_key)
+                    copied[key] = None
+                    entries.append((key, sub))
+            else:
+                copied = [None] * len(item)
+                entries = list(enumerate(item))
+            parent[slot] = copied
+            depth += 1
+            for key, sub in reversed(entries):
+                stack.append((sub, copied, key, (key, link), depth))
+        else:
+            parent[slot] = _plain_scalar(item)
+    budget[0] = count
+    return root[0], problems
+
+
+# -- regular expressions of the policy --------------------------------------------------------
+
+_REPEATS = {getattr(_sre, name) for name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") if hasattr(_sre, name)}
+_GROUPREFS = {getattr(_sre, name) for name in ("GROUPREF", "GROUPREF_EXISTS") if hasattr(_sre, name)}
+
+
+def _subpatterns(op, av) -> list:
+    """The parsed subpatterns directly inside one item of a parsed pattern."""
+    if op in _REPEATS:
+        return [av[2]]
+    if op == _sre.SUBPATTERN:
+        return [av[-1]]
+    if op == _sre.BRANCH:
+        return list(av[1])
+    if op in (_sre.ASSERT, _sre.ASSERT_NOT):
+        return [av[1]]
+    if op == getattr(_sre, "ATOMIC_GROUP", None):
+        return [av]
+    return []
+
+
+def _ambiguous(parsed) -> str | None:
+    """Why a repeated part could match one string in many ways (variable repeat or alternation), or None."""
+    for op, av in parsed:
+        if op in _REPEATS and av[0] != av[1]:
+            return "a repeat inside a repeat"
+        if op == _sre.BRANCH:
+            return "an alternation (|) inside a repeat"
+        for sub in _subpatterns(op, av):
+            reason = _ambiguous(sub)
+            if reason:
+                return reason
+    return None
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why an allow/deny pattern is refused, or None.
+
+    Python's re backtracks: a repeat that holds another variable repeat or an alternation, as in
+    (0+)+ or (0|00)+, takes exponential time on a string that almost matches, and many variable
+    repeats in a row take polynomial time of a high degree. Such patterns are refused, as are
+    back-references, so that matching any entry (at most 41 characters) stays fast.
+    """
+    try:
+        parsed = _sre_parse.parse(pattern)
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
+        return f"not a valid regular expression ({exc})"
+    variable = 0
+    stack = [parsed]
+    while stack:
+        for op, av in stack.pop():
+            if op in _GROUPREFS:
+                return "back-references are not supported in followme_external_allow/deny patterns"
+            if op in _REPEATS:
+                if av[0] != av[1]:
+                    variable += 1
+                if av[1] > 1:
+                    reason = _ambiguous(av[2])
+                    if reason:
+                        return (f"{reason} can take exponential time on Python's re; write it without "
+                                "nested repeats, e.g. [0-9]+ instead of ([0-9]+)+")
+            stack.extend(_subpatterns(op, av))
+    if variable > MAX_VARIABLE_REPEATS:
+        return (f"{variable} repeats of variable length (*, +, ?, {{m,n}}); at most {MAX_VARIABLE_REPEATS} "
+                "are accepted, so that matching stays fast")
+    try:
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
+        return f"not a valid regular expression ({exc})"
+    return None
+
+
+def deny_forms(entry: str) -> tuple[str, ...]:
+    """The strings deny patterns are matched against: the entry as written, and without the
+    characters an outbound route may ignore (*, + and any # but the final one)."""
+    body = entry[:-1] if entry.endswith("#") else entry
+    stripped = re.sub(r"[*+#]", "", body) + "#"
+    written = body + "#"
+    return (written,) if stripped == written else (written, stripped)
+
+
+# -- file modes -----------------------------------------------------------------------------
+
+_SYMBOLIC = re.compile(r"[ugoa]*[-+=][rwxXstugo]*(,[ugoa]*[-+=][rwxXstugo]*)*\Z")
+
+
+def mode_problem(value, pattern: str) -> str | None:
+    """Why followme_file_mode is refused, or None. pattern is the schema's, for a mode as a string."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return f"must be an octal mode as a quoted string such as '0640', not {_python_type(type(value).__name__)}"
+    if isinstance(value, int):
+        if not 0 <= value <= 0o7777:
+            return (f"is no file mode: an unquoted number in YAML is taken as a number ({value} is octal "
+                    f"{value:o}); write the mode as a quoted octal string such as '0640'")
+        text, note = f"{value:03o}" if value <= 0o777 else f"{value:04o}", (
+            f" (an unquoted number in YAML is taken as a number: {value} is octal {value:03o}; "
+            "0640 written unquoted is 416 = mode 0640, but 640 is decimal = mode 1200. Quote the mode: '0640')")
+    else:
+        if _SYMBOLIC.match(value):
+            return ("symbolic modes are not supported (they change a file's current mode, and the file is new): "
+                    "write the octal mode as a quoted string such as '0640'")
+        if not re.fullmatch(r"0?[0-7]{3}|[0-7]{4}", value):
+            return ("is no octal file mode: write it as a quoted string of 3 octal digits after an optional 0, "
+                    "e.g. '0640'")
+        text, note = value, ""
+    bits = int(text, 8)
+    if bits & 0o7000:
+        return f"mode {bits:04o} has a setuid, setgid or sticky bit{note}"
+    if bits & 0o022:
+        return (f"mode {bits:04o} lets group or other write the file, and whoever can write the dialplan "
+                f"decides what the PBX dials{note}")
+    if not re.search(pattern, text):
+        return f"mode {bits:04o} is not accepted{note}"
+    return None
+
+
+# -- the checker ----------------------------------------------------------------------------
 
 def _is_integer(_checker, instance) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
@@ -118,9 +375,19 @@ def field_defaults(schema: Mapping) -> dict[str, Any]:
 
 def completed(extension: str, declaration: Mapping, defaults: Mapping, schema_defaults: Mapping) -> dict:
     """A declaration with followme_defaults merged under it, then the schema's defaults."""
-    merged = {**schema_defaults, **defaults, **declaration}
+    merged = {**schema_defaults, **{k: v for k, v in defaults.items() if k != "list"}, **declaration}
     merged.setdefault("no_answer", {"voicemail": extension})
     return merged
+
+
+def suspicious(name: str, known: Iterable[str]) -> bool:
+    """Whether a variable name looks meant for this role: it starts with followme, or is close to a known name."""
+    low = name.lower()
+    if low.startswith(("followme", "follow_me")):
+        return True
+    if not 6 <= len(low) <= 40 or not ("fol" in low or "low" in low):
+        return False
+    return bool(difflib.get_close_matches(low, list(known), n=1, cutoff=0.9))
 
 
 class Checker:
@@ -139,37 +406,84 @@ class Checker:
                                              "definitions": schema["definitions"]}, use_default=False)
         self._extension = re.compile(schema["definitions"]["extension"]["pattern"].rstrip("$") + r"\Z")
         self._entry = re.compile(schema["definitions"]["entry"]["pattern"].rstrip("$") + r"\Z")
+        self._number = re.compile(r"\+?[0-9*#]{1,40}\Z")
         self._field_defaults = field_defaults(schema)
+        self.variables = tuple(schema["properties"])
+        self.settings_defaults = {name: schema["properties"][name]["default"] for name in self.variables
+                                  if name not in LAYERS + ("followme_defaults",) + POLICY_VARIABLES}
 
     def _valid_declaration(self, extension, declaration) -> bool:
         if not (isinstance(extension, str) and self._extension.match(extension)) or _has_float(declaration):
             return False
         try:
             self._fast(declaration)
-        except fastjsonschema.JsonSchemaException:
+        except Exception:  # noqa: BLE001 (JsonSchemaException, or a TypeError on odd types: the detailed path says)
             return False
         return True
 
     # -- one host -----------------------------------------------------------------------
     def check_host(self, host: str, variables: Mapping[str, Any]) -> tuple[dict[str, dict], list[DeclarationError]]:
         """Return the host's complete declarations (enabled or not) and every error found."""
-        variables = {name: variables[name] for name in VARIABLES if name in variables}
-        errors = []
+        result = self.check(host, variables)
+        return result.declarations, result.errors
+
+    def check(self, host: str, variables: Mapping[str, Any], *, known_names: Iterable[str] = (),
+              problems: Iterable[DeclarationError] = (), plain: bool = False) -> Result:
+        """Check one host's variables: the role's, and any other whose name looks meant for the role.
+
+        known_names: more variable names that belong to the role (e.g. from its argument_specs);
+        problems: errors already found while reading the variables (e.g. template errors), each
+        with its location: other errors at or under that location are left out;
+        plain: the variables are already bounded plain copies (bounded_plain), not to be walked again.
+        """
+        known = set(self.variables) | set(known_names)
+        problems = list(problems)
+        errors: list[DeclarationError] = []
+        for name in sorted(str(name) for name in variables if name not in known):
+            if suspicious(name, known):
+                close = difflib.get_close_matches(name.lower(), sorted(self.variables), n=1, cutoff=0.75)
+                accepted = f"did you mean {close[0]!r}?" if close else "accepted: " + ", ".join(self.variables)
+                errors.append(self.problem(
+                    host, (name,), f"unknown variable {name!r} (names starting with followme belong to the role); "
+                    + accepted, variables[name]))
+        budget = [MAX_NODES]
+        taken = {}
+        for name in self.variables:
+            if name in variables and plain:
+                taken[name] = variables[name]
+            elif name in variables:
+                taken[name], walk = bounded_plain(variables[name], budget=budget, path=(name,))
+                problems += [self.problem(host, location, message, ()) for location, message in walk]
+        errors += problems
+        variables = taken
         if not any(layer in variables for layer in LAYERS):
             errors.append(DeclarationError(
                 host, "", "followme", None,
                 "the inventory names this host as a PBX (group pbx) but gives it no follow-me variables at all. "
                 "Accepted: followme (and followme_host) in its group_vars or host_vars; followme: {} to manage "
-                "an empty follow-me"))
+                "an empty follow-me", location=("followme",)))
         rest = {name: value for name, value in variables.items()
-                if name not in LAYERS or not isinstance(value, Mapping)}
-        errors += [self._error(host, e) for e in self._validator.iter_errors(rest)]
+                if name != "followme_file_mode" and (name not in LAYERS or not isinstance(value, Mapping))}
+        for error in self._validator.iter_errors(rest):
+            errors += self._errors(host, error)
         for layer in LAYERS:
             if isinstance(variables.get(layer), Mapping):
                 for extension, declaration in variables[layer].items():
                     if not self._valid_declaration(extension, declaration):
-                        errors.extend(self._error(host, e)
-                                      for e in self._validator.iter_errors({layer: {extension: declaration}}))
+                        for error in self._validator.iter_errors({layer: {extension: declaration}}):
+                            errors += self._errors(host, error)
+        if "followme_file_mode" in variables:
+            spec = self.schema["properties"]["followme_file_mode"]
+            problem = mode_problem(variables["followme_file_mode"], spec["pattern"])
+            if problem:
+                errors.append(DeclarationError(host, "", "followme_file_mode", variables["followme_file_mode"],
+                                               f"{problem}. Accepted: {spec['description']}",
+                                               location=("followme_file_mode",)))
+        settings = {name: variables.get(name, copy.deepcopy(default))
+                    for name, default in self.settings_defaults.items()}
+        bad = {error.location[0] for error in errors if error.location}
+        good_settings = {name: value if name not in bad else self.settings_defaults[name]
+                         for name, value in settings.items()}
         followme = {}
         for layer in LAYERS:
             value = variables.get(layer, {})
@@ -182,8 +496,9 @@ class Checker:
         allow, deny = self._compile(host, policy, errors)
 
         defaults = variables.get("followme_defaults", {})
+        warnings: list[DeclarationError] = []
         if not isinstance(followme, Mapping) or not isinstance(defaults, Mapping):
-            return {}, _unique(errors)
+            return Result({}, _unique(errors, problems), warnings, settings)
         complete: dict[str, dict] = {}
         for extension, declaration in followme.items():
             if isinstance(extension, str) and isinstance(declaration, Mapping) and "list" in declaration:
@@ -192,20 +507,37 @@ class Checker:
         # own (or in followme_defaults) is left out of them, the other fields are still checked.
         tainted: dict[str, set] = {extension: set() for extension in complete}
         for error in errors:
-            field = re.split(r"[.\[]", error.path)[0]
+            field_name = re.split(r"[.\[]", error.path)[0]
             if error.extension in tainted:
-                tainted[error.extension].add(field)
+                tainted[error.extension].add(field_name)
             elif error.path.startswith("followme_defaults."):
                 for fields in tainted.values():
                     fields.add(re.split(r"[.\[]", error.path)[1])
-        errors.extend(self._cross_check(host, complete, tainted, known=policy["followme_known_extensions"],
-                                        allow=allow, deny=deny))
-        return complete, _unique(errors)
+        cross = _CrossCheck(self, host, complete, tainted, layers=layered(variables), raw=followme,
+                            known=policy["followme_known_extensions"], allow=allow, deny=deny,
+                            settings=good_settings)
+        errors.extend(cross.errors())
+        warnings.extend(cross.warnings())
+        return Result(complete, _unique(errors, problems), _unique(warnings), settings)
+
+    def problem(self, host: str, location: tuple, message: str, value: Any = None) -> DeclarationError:
+        """An error found while reading a host's variables (e.g. a template error) at a location."""
+        shown = None if isinstance(value, (str, int, float, bool)) or value is None else "(...)"
+        return DeclarationError(host, *self.where(location), value, message, location=tuple(location),
+                                written=shown)
+
+    def where(self, location: tuple) -> tuple[str, str]:
+        """(extension, field path text) of a location in the host's variables."""
+        variable, *path = location
+        if variable in LAYERS and path:
+            return str(path[0]), _path_text(path[1:]) or "(declaration)"
+        return "", _path_text([variable, *path])
 
     # -- jsonschema errors as sentences -------------------------------------------------
-    def _error(self, host: str, error: ValidationError) -> DeclarationError:
+    def _errors(self, host: str, error: ValidationError) -> list[DeclarationError]:
         error = _narrow(error)
-        path = list(error.absolute_path)
+        location = tuple(error.absolute_path)
+        path = list(location)
         variable = path.pop(0) if path else ""
         extension = ""
         if variable in LAYERS and path:
@@ -216,20 +548,27 @@ class Checker:
             # The extension key itself is wrong.
             extension, value, path = str(error.instance), error.instance, ["(extension key)"]
             message = "an extension key must be 1 to 15 digits, written as a quoted string"
+            location = (variable, error.instance)
         elif error.validator == "additionalProperties":
-            # Point at the unknown key itself.
+            # Point at each unknown key itself.
             accepted = sorted(error.schema.get("properties", {}))
-            key = sorted(set(error.instance) - set(accepted), key=str)[0]
-            path.append(key)
-            value = error.instance[key]
-            close = difflib.get_close_matches(str(key), accepted, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else "."
-            message = f"unknown field {key!r}{hint} Accepted: {', '.join(accepted)}"
+            found = []
+            for key in sorted(set(error.instance) - set(accepted), key=str):
+                close = difflib.get_close_matches(str(key), accepted, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else "."
+                found.append(self._make(host, variable, extension, [*path, key], error.instance[key],
+                                        f"unknown field {key!r}{hint} Accepted: {', '.join(accepted)}",
+                                        (*location, key)))
+            return found
+        return [self._make(host, variable, extension, path, value, message, location)]
+
+    @staticmethod
+    def _make(host, variable, extension, path, value, message, location) -> DeclarationError:  # noqa: PLR0917
         if extension:
-            field = _path_text(path) or "(declaration)"
+            text = _path_text(path) or "(declaration)"
         else:
-            field = _path_text([variable, *path]) if variable else "(host variables)"
-        return DeclarationError(host, extension, field, value, message)
+            text = _path_text([variable, *path]) if variable else "(host variables)"
+        return DeclarationError(host, extension, text, value, message, location=tuple(location))
 
     @staticmethod
     def _reason(error: ValidationError) -> str:
@@ -247,7 +586,13 @@ class Checker:
         elif kind == "maximum":
             text = f"must be at most {error.validator_value}"
         elif kind == "enum":
-            text = f"must be one of: {', '.join(map(str, error.validator_value))}"
+            choices = [str(choice) for choice in error.validator_value]
+            lowered = {choice.lower(): choice for choice in choices}
+            close = difflib.get_close_matches(str(error.instance).lower(), list(lowered), n=1, cutoff=0.6)
+            hint = f"; did you mean {lowered[close[0]]!r}?" if close else ""
+            text = f"must be one of: {', '.join(choices)}{hint}"
+        elif kind == "not":
+            return accepted or "not accepted"
         elif kind == "required":
             missing = [name for name in error.validator_value if name not in error.instance]
             return f"missing required field {', '.join(map(repr, missing))}"
@@ -264,6 +609,10 @@ class Checker:
             text = f"must have at least {error.validator_value} entries"
         elif kind == "maxItems":
             text = f"must have at most {error.validator_value} entries"
+        elif kind == "maxLength":
+            text = f"must be at most {error.validator_value} characters long"
+        elif kind == "minLength":
+            text = f"must be at least {error.validator_value} characters long"
         elif kind in ("pattern", "oneOf", "anyOf", "allOf"):
             text = "not accepted"
         else:
@@ -273,90 +622,208 @@ class Checker:
         return text
 
     # -- policy ---------------------------------------------------------------------------
-    @staticmethod
-    def _compile(host: str, policy: Mapping, errors: list) -> tuple[list, list]:
+    def _compile(self, host: str, policy: Mapping, errors: list) -> tuple[list, list]:
         compiled = {}
+        longest = self.schema["definitions"]["regex"].get("maxLength", 200)
         for name in ("followme_external_allow", "followme_external_deny"):
             compiled[name] = []
             patterns = policy.get(name)
             if not isinstance(patterns, list):
                 continue
             for index, pattern in enumerate(patterns):
-                if not isinstance(pattern, str):
-                    continue
-                try:
+                if not isinstance(pattern, str) or not 0 < len(pattern) <= longest:
+                    continue  # an error of its own
+                problem = regex_problem(pattern)
+                if problem:
+                    errors.append(DeclarationError(host, "", f"{name}[{index}]", pattern, problem,
+                                                   location=(name, index)))
+                else:
                     compiled[name].append(re.compile(pattern))
-                except re.error as exc:
-                    errors.append(DeclarationError(host, "", f"{name}[{index}]", pattern,
-                                                   f"not a valid regular expression ({exc})"))
         return compiled["followme_external_allow"], compiled["followme_external_deny"]
 
-    def _cross_check(self, host, declarations, tainted, *, known, allow, deny) -> Iterable[DeclarationError]:
-        known = {item for item in known if isinstance(item, str)} if isinstance(known, list) else None
-        for extension, declaration in sorted(declarations.items()):
-            if known is not None and extension not in known:
-                yield DeclarationError(host, extension, "(extension key)", extension,
-                                       "not in followme_known_extensions")
+
+class _CrossCheck:
+    """What a schema cannot say: known extensions, the toll-fraud policy on every way a declaration
+    can make Asterisk dial, the role's own contexts, no_answer loops, entries that look external."""
+
+    def __init__(self, checker: Checker, host, declarations, tainted, *, layers, raw, known, allow, deny,
+                 settings):
+        self.checker, self.host, self.declarations, self.tainted = checker, host, declarations, tainted
+        self.layers, self.raw, self.allow, self.deny, self.settings = layers, raw, allow, deny, settings
+        self.known = {item for item in known if isinstance(item, str)} if isinstance(known, list) else None
+        self.context = settings["followme_context"]
+        self.extension_context = settings["followme_extension_context"]
+        self.lengths = {len(extension) for extension in declarations}
+
+    def _error(self, extension, path, value, message, location) -> DeclarationError:
+        return DeclarationError(self.host, extension, path, value, message, location=location)
+
+    def _internal(self, number: str) -> bool:
+        """A number that names one of this site's extensions, not something to dial out: one of
+        followme_known_extensions when set, else a declared extension or digits as long as one."""
+        if self.known is not None:
+            return number in self.known
+        return number in self.declarations or (number.isdigit() and len(number) in self.lengths)
+
+    def _policy(self, extension, path, number, location, *, entry: bool) -> Iterable[DeclarationError]:
+        """The toll-fraud policy on one thing Asterisk may dial: an external entry, or a no_answer/goto target."""
+        form = number if entry else (number if number.endswith("#") else number + "#")
+        why = "" if entry else (
+            "; not in followme_known_extensions, so it may be dialed out; matched as " + form
+            if self.known is not None else
+            "; neither a declared extension nor as long as one, so it may be dialed out; matched as " + form
+            + "; an internal extension is listed in followme_known_extensions")
+        if self.allow and (entry or self.checker._number.match(number)) \
+                and not any(pattern.search(form) for pattern in self.allow):
+            yield self._error(extension, path, number,
+                              ("external number " if entry else "") + "matches none of followme_external_allow: "
+                              + ", ".join(repr(p.pattern) for p in self.allow) + (f" ({why[2:]})" if why else ""),
+                              location)
+        for candidate in deny_forms(form):
+            blocking = next((pattern for pattern in self.deny if pattern.search(candidate)), None)
+            if blocking:
+                seen = "" if candidate == form else (
+                    f"; matched as {candidate}: *, + and inner # removed, as an outbound route may ignore them")
+                yield self._error(extension, path, number,
+                                  ("external number " if entry else "")
+                                  + f"blocked by followme_external_deny pattern {blocking.pattern!r} "
+                                  f"(toll-fraud policy{seen}{why})", location)
+                return
+
+    def _own_context(self, context: str) -> bool:
+        own = self.context.lower()
+        return context.lower() == own or context.lower().startswith(own + "-")
+
+    def errors(self) -> Iterable[DeclarationError]:
+        for name in ("followme_outbound_context", "followme_extension_context"):
+            value = self.settings[name]
+            if self._own_context(value):
+                yield DeclarationError(self.host, "", name, value,
+                                       f"is one of the role's own contexts ({self.context} and {self.context}-*): "
+                                       "calls would loop inside follow-me. Accepted: the site's own context",
+                                       location=(name,))
+        for extension, declaration in sorted(self.declarations.items()):
+            layer = self.layers.get(extension, "followme")
+            if self.known is not None and extension not in self.known:
+                yield self._error(extension, "(extension key)", extension, "not in followme_known_extensions",
+                                  (layer, extension))
             entries = declaration["list"] if isinstance(declaration["list"], list) else []
             for index, entry in enumerate(entries):
-                if not (isinstance(entry, str) and self._entry.match(entry)):
+                if not (isinstance(entry, str) and self.checker._entry.match(entry)):
                     continue  # already an error of its own
-                field = f"list[{index}]"
+                path, location = f"list[{index}]", (layer, extension, "list", index)
                 if entry.endswith("#"):
-                    if allow and not any(p.search(entry) for p in allow):
-                        yield DeclarationError(host, extension, field, entry,
-                                               "external number matches none of followme_external_allow: "
-                                               + ", ".join(repr(p.pattern) for p in allow))
-                    blocking = next((pattern for pattern in deny if pattern.search(entry)), None)
-                    if blocking:
-                        yield DeclarationError(host, extension, field, entry,
-                                               f"external number blocked by followme_external_deny "
-                                               f"pattern {blocking.pattern!r} (toll-fraud policy)")
-                elif known is not None and entry not in known:
-                    yield DeclarationError(host, extension, field, entry, "not in followme_known_extensions")
+                    yield from self._policy(extension, path, entry, location, entry=True)
+                elif self.known is not None and entry not in self.known:
+                    yield self._error(extension, path, entry, "not in followme_known_extensions", location)
+            if "no_answer" in self.tainted[extension]:
+                continue
             target = declaration["no_answer"]
-            if "no_answer" not in tainted[extension] and isinstance(target, Mapping) and "extension" in target:
-                if known is not None and target["extension"] not in known:
-                    yield DeclarationError(host, extension, "no_answer.extension", target["extension"],
-                                           "not in followme_known_extensions")
-        yield from _loops(host, {extension: declaration for extension, declaration in declarations.items()
-                                 if not tainted[extension] & {"no_answer", "enabled", "(declaration)"}})
+            where = (layer, extension, "no_answer") if "no_answer" in self.raw.get(extension, {}) \
+                else ("followme_defaults", "no_answer")
+            if isinstance(target, Mapping) and "extension" in target:
+                number, location = target["extension"], (*where, "extension")
+                if self.known is not None and number not in self.known:
+                    yield self._error(extension, "no_answer.extension", number,
+                                      "not in followme_known_extensions", location)
+                elif not self._internal(number):
+                    yield from self._policy(extension, "no_answer.extension", number, location, entry=False)
+            elif isinstance(target, Mapping) and isinstance(target.get("goto"), Mapping):
+                goto = target["goto"]
+                context, number = goto.get("context"), goto.get("extension")
+                if isinstance(context, str) and self._own_context(context):
+                    yield self._error(extension, "no_answer.goto.context", context,
+                                      f"the role's own contexts ({self.context} and {self.context}-*) are no "
+                                      "no_answer destination: they ring follow-me or dial a leg directly, past the "
+                                      "policy. Accepted: a context of the site's dialplan; to hand the call to "
+                                      "extension N, no_answer: {extension: N}", (*where, "goto", "context"))
+                elif isinstance(number, str) and not self._internal(number):
+                    yield from self._policy(extension, "no_answer.goto.extension", number,
+                                            (*where, "goto", "extension"), entry=False)
+        yield from self._loops()
 
-
-def _loops(host: str, declarations: Mapping[str, dict]) -> Iterable[DeclarationError]:
-    """no_answer chains of enabled declarations that come back to where they started."""
-    follows = {}
-    for extension, declaration in declarations.items():
+    def _target(self, declaration) -> tuple[str, str] | None:
+        """(extension, field path) a declaration's no_answer hands the call to, when that is a call to an extension."""
         target = declaration["no_answer"]
-        if declaration["enabled"] and isinstance(target, Mapping) and "extension" in target:
-            follows[extension] = target["extension"]
-    reported: set[str] = set()
-    for start in sorted(follows):
-        chain, current = [start], follows[start]
-        while current in follows and current not in chain:
-            chain.append(current)
-            current = follows[current]
-        if current not in chain:
-            continue
-        cycle = chain[chain.index(current):]
-        if reported & set(cycle):
-            continue
-        reported.update(cycle)
-        first = min(cycle)
-        rotated = cycle[cycle.index(first):] + cycle[:cycle.index(first)]
-        yield DeclarationError(host, first, "no_answer.extension", follows[first],
-                               "no_answer chain loops back: " + " -> ".join(rotated + [first])
-                               + ". Accepted: a chain that ends (voicemail, hangup, goto, or an extension "
-                               "without an enabled follow-me)")
+        if not isinstance(target, Mapping):
+            return None
+        if "extension" in target and isinstance(target["extension"], str):
+            return target["extension"], "no_answer.extension"
+        goto = target.get("goto")
+        if isinstance(goto, Mapping) and isinstance(goto.get("context"), str) \
+                and isinstance(goto.get("extension"), str) \
+                and goto["context"].lower() == self.extension_context.lower():
+            return goto["extension"], "no_answer.goto.extension"
+        return None
+
+    def _loops(self) -> Iterable[DeclarationError]:
+        """no_answer chains of enabled declarations that come back to where they started: through
+        no_answer.extension, or a goto into followme_extension_context (a call to that extension)."""
+        follows: dict[str, tuple[str, str]] = {}
+        for extension, declaration in self.declarations.items():
+            if self.tainted[extension] & {"no_answer", "enabled", "(declaration)"}:
+                continue
+            target = self._target(declaration)
+            if declaration["enabled"] is True and target:
+                follows[extension] = target
+        reported: set[str] = set()
+        for start in sorted(follows):
+            chain, current = [start], follows[start][0]
+            while current in follows and current not in chain:
+                chain.append(current)
+                current = follows[current][0]
+            if current not in chain:
+                continue
+            cycle = chain[chain.index(current):]
+            if reported & set(cycle):
+                continue
+            reported.update(cycle)
+            first = min(cycle)
+            rotated = cycle[cycle.index(first):] + cycle[:cycle.index(first)]
+            number, path = follows[first]
+            layer = self.layers.get(first, "followme")
+            yield self._error(first, path, number,
+                              "no_answer chain loops back: " + " -> ".join(rotated + [first])
+                              + ". Accepted: a chain that ends (voicemail, hangup, goto elsewhere, or an extension "
+                              "without an enabled follow-me)", (layer, first, *path.split(".")))
+
+    def warnings(self) -> Iterable[DeclarationError]:
+        """Internal entries that do not look like one of this site's extensions (followme_known_extensions unset)."""
+        if self.known is not None or not self.declarations:
+            return
+        longest = max(len(extension) for extension in self.declarations)
+        for extension, declaration in sorted(self.declarations.items()):
+            entries = declaration["list"] if isinstance(declaration["list"], list) else []
+            for index, entry in enumerate(entries):
+                if not isinstance(entry, str) or len(entry) <= longest or entry.endswith("#") \
+                        or entry in self.declarations or not self.checker._entry.match(entry):
+                    continue
+                external = {item[0] for item in entries if isinstance(item, str) and item.endswith("#")
+                            and item[0] != "+"}
+                prefix = next(iter(external)) if len(external) == 1 else "9"
+                prefix = "" if prefix == entry[0] else prefix
+                device = self.settings["followme_device"].replace("{extension}", entry)
+                yield self._error(
+                    extension, f"list[{index}]", entry,
+                    f"does not look like one of this site's extensions (longer than every declared one, "
+                    f"{longest} digits): it rings device {device}, which probably does not exist. An outside number "
+                    f"is written <outbound prefix><number>#, likely {prefix}{entry}#; an extension, listed in "
+                    "followme_known_extensions, silences this warning",
+                    (self.layers.get(extension, "followme"), extension, "list", index))
 
 
 def _has_float(value) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, Mapping):
-        return any(_has_float(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_has_float(item) for item in value)
+    """Whether a plain value (dicts and lists, as bounded_plain makes them) holds a float."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
     return False
 
 
@@ -374,10 +841,15 @@ def _narrow(error: ValidationError) -> ValidationError:
     return error
 
 
-def _unique(errors: Iterable[DeclarationError]) -> list[DeclarationError]:
-    """Errors sorted by host, extension and field, each once."""
+def _unique(errors: Iterable[DeclarationError], problems: Iterable[DeclarationError] = ()) -> list[DeclarationError]:
+    """Errors sorted by host, extension and field, each once; none at or under a problem's location."""
+    problems = list(problems)
+    covered = [problem.location for problem in problems if problem.location]
     seen = {}
     for error in errors:
+        if covered and error.location and error not in problems \
+                and any(error.location[:len(place)] == place for place in covered):
+            continue
         seen.setdefault((error.host, error.extension, error.path, str(error)), error)
     return [seen[key] for key in sorted(seen)]
 
@@ -385,7 +857,8 @@ def _unique(errors: Iterable[DeclarationError]) -> list[DeclarationError]:
 def _path_text(path: list) -> str:
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        text += f"[{part}]" if isinstance(part, int) and not isinstance(part, bool) else (
+            f".{part}" if text else str(part))
     return text
 
 

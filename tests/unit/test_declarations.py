@@ -156,7 +156,7 @@ def test_no_answer_loop_is_an_error(check):
         "2005": {"list": ["2004"], "no_answer": {"extension": "2001"}},  # leads into the loop; not part of it
     })
     assert errors == ['pbx1: extension 2001: no_answer.extension = "2002": no_answer chain loops back: '
-                      "2001 -> 2002 -> 2003 -> 2001. Accepted: a chain that ends (voicemail, hangup, goto, "
+                      "2001 -> 2002 -> 2003 -> 2001. Accepted: a chain that ends (voicemail, hangup, goto elsewhere, "
                       "or an extension without an enabled follow-me)"]
 
 
@@ -233,3 +233,159 @@ def test_an_error_in_one_field_does_not_hide_cross_check_errors_in_others(check)
         [" extension 2001", " ring_time = \"10\""],
         [" extension 2002", " strategy = \"x\""],
     ]
+
+
+# -- the toll-fraud policy covers every way a declaration can make Asterisk dial ---------------------
+
+def _target(no_answer, **policy):
+    return {"followme": {"2001": {**GOOD, "no_answer": no_answer}, "2002": {"list": ["2003"]}}, **policy}
+
+
+@pytest.mark.parametrize("no_answer", [
+    {"extension": "900442071234567"},                                       # 9 + 00 + UK: the issue's example
+    {"extension": "901144207123456"},                                       # NANP international access 011
+    {"goto": {"context": "from-internal", "extension": "900442071234567"}},  # into the outbound routes
+    {"goto": {"context": "ivr", "extension": "+442071234567"}},             # any context may dial out
+    {"goto": {"context": "ivr", "extension": "9*00442071234567"}},          # * an outbound route may ignore
+    {"goto": {"context": "ivr", "extension": "90*0442071234567"}},
+    {"goto": {"context": "ivr", "extension": "9+00442071234567"}},
+    {"goto": {"context": "ivr", "extension": "9#00442071234567"}},
+    {"goto": {"context": "ivr", "extension": "919005551234"}},              # NANP premium 1-900
+])
+def test_no_answer_targets_pass_the_deny_list(checker, no_answer):
+    errors = [str(error) for error in checker.check("pbx1", _target(no_answer)).errors]
+    assert len(errors) == 1, errors
+    assert "blocked by followme_external_deny pattern" in errors[0] and "toll-fraud policy" in errors[0]
+    assert errors[0].startswith("pbx1: extension 2001: no_answer.")
+
+
+@pytest.mark.parametrize("no_answer", [
+    {"extension": "2002"},                                       # declared
+    {"extension": "2900"},                                       # undeclared, as long as the declared ones
+    {"goto": {"context": "ivr", "extension": "s"}},
+    {"goto": {"context": "ivr", "extension": "*98"}},
+    {"goto": {"context": "from-internal", "extension": "2009", "priority": 2}},
+    {"goto": {"context": "ivr", "extension": "909121234567"}},   # national mobile behind prefix 9
+])
+def test_ordinary_no_answer_targets_pass(checker, no_answer):
+    assert checker.check("pbx1", _target(no_answer)).errors == []
+
+
+def test_allow_list_applies_to_numeric_targets_that_are_not_internal(checker):
+    allow = {"followme_external_allow": ["^909[0-9]{9}#$"]}
+    assert checker.check("pbx1", _target({"goto": {"context": "ivr", "extension": "s"}}, **allow)).errors == []
+    assert checker.check("pbx1", _target({"extension": "2002"}, **allow)).errors == []
+    assert checker.check("pbx1", _target({"extension": "909121234567"}, **allow)).errors == []
+    errors = [str(e) for e in checker.check("pbx1", _target({"goto": {"context": "x", "extension": "*98"}},
+                                                                     **allow)).errors]
+    assert errors == ['pbx1: extension 2001: no_answer.goto.extension = "*98": matches none of '
+                      "followme_external_allow: '^909[0-9]{9}#$' (neither a declared extension nor as long as one, "
+                      "so it may be dialed out; matched as *98#; an internal extension is listed in "
+                      "followme_known_extensions)"]
+
+
+def test_known_extensions_decide_what_is_internal(checker):
+    known = {"followme_known_extensions": ["2001", "2002", "2003", "1900"]}
+    assert checker.check("pbx1", _target({"goto": {"context": "ivr", "extension": "1900"}}, **known)).errors == []
+    errors = [str(e) for e in checker.check("pbx1", _target({"goto": {"context": "ivr", "extension": "2900"}},
+                                                                     **known)).errors]
+    assert len(errors) == 1 and "no_answer.goto.extension = \"2900\": blocked by" in errors[0]
+    assert "not in followme_known_extensions, so it may be dialed out" in errors[0]
+
+
+@pytest.mark.parametrize(("context", "own"), [
+    ("followme", "followme"), ("followme-leg", "followme"), ("followme-call", "followme"),
+    ("followme-revision", "followme"), ("FOLLOWME-Leg", "followme"), ("fm-leg", "fm"), ("fm", "fm"),
+])
+def test_goto_into_the_roles_own_contexts_is_refused(checker, context, own):
+    errors = [str(e) for e in checker.check("pbx1", {**_target({"goto": {"context": context, "extension": "2002"}}),
+                                                      "followme_context": own}).errors]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f'pbx1: extension 2001: no_answer.goto.context = "{context}": the role\'s own '
+                                f"contexts ({own} and {own}-*) are no no_answer destination")
+
+
+def test_goto_into_another_context_named_alike_is_fine(checker):
+    for context in ("followmex", "my-followme-leg", "followme_leg"):
+        assert checker.check("pbx1", _target({"goto": {"context": context, "extension": "s"}})).errors == []
+
+
+@pytest.mark.parametrize("entry", ["9*00441234567#", "90*0441234567#", "9**00441234567#", "*900441234567#",
+                                   "9011441234567#", "011441234567#", "+441234567#", "90*11441234567#"])
+def test_deny_list_cannot_be_slipped_past(check, entry):
+    _, errors = check({"2001": {"list": [entry]}})
+    assert len(errors) == 1 and "external number blocked by followme_external_deny" in errors[0], errors
+
+
+def test_a_stripped_match_says_so(check):
+    _, errors = check({"2001": {"list": ["9*00441234567#"]}})
+    assert errors == ['pbx1: extension 2001: list[0] = "9*00441234567#": external number blocked by '
+                      "followme_external_deny pattern '^[0-9*]?00' (toll-fraud policy; matched as 900441234567#: "
+                      "*, + and inner # removed, as an outbound route may ignore them)"]
+
+
+@pytest.mark.parametrize("entry", ["909121234567#", "902155556666#", "09121234567#", "9*31#", "*31#",
+                                   "912125551234#", "18005551234#", "918005551234#"])
+def test_national_numbers_pass_the_default_deny_list(check, entry):
+    _, errors = check({"2001": {"list": [entry]}})
+    assert errors == []
+
+
+def test_chain_through_followme_extension_context_is_a_loop(checker):
+    result = checker.check("pbx1", {"followme": {
+        "2001": {**GOOD, "no_answer": {"goto": {"context": "from-internal", "extension": "2002"}}},
+        "2002": {"list": ["2003"], "no_answer": {"extension": "2001"}},
+    }})
+    assert [str(e) for e in result.errors] == [
+        'pbx1: extension 2001: no_answer.goto.extension = "2002": no_answer chain loops back: 2001 -> 2002 -> 2001. '
+        "Accepted: a chain that ends (voicemail, hangup, goto elsewhere, or an extension without an enabled "
+        "follow-me)"]
+    # Through a site's own extension context, case as Asterisk matches it.
+    result = checker.check("pbx1", {"followme_extension_context": "internal", "followme": {
+        "2001": {**GOOD, "no_answer": {"goto": {"context": "Internal", "extension": "2001", "priority": 3}}}}})
+    assert len(result.errors) == 1 and "2001 -> 2001" in result.errors[0].message
+    # A goto elsewhere ends the chain.
+    result = checker.check("pbx1", {"followme": {
+        "2001": {**GOOD, "no_answer": {"goto": {"context": "ivr", "extension": "2001"}}}}})
+    assert result.errors == []
+
+
+def test_an_internal_entry_that_looks_external_gets_a_warning(checker):
+    result = checker.check("pbx1", {"followme": {"2001": {"list": ["2002", "09121234567"]},
+                                                 "2002": {"list": ["2003", "902155556666#"]}}})
+    assert result.errors == []
+    assert [str(w) for w in result.warnings] == [
+        'pbx1: extension 2001: list[1] = "09121234567": does not look like one of this site\'s extensions (longer '
+        "than every declared one, 4 digits): it rings device PJSIP/09121234567, which probably does not exist. An "
+        "outside number is written <outbound prefix><number>#, likely 909121234567#; an extension, listed in "
+        "followme_known_extensions, silences this warning"]
+    # No outbound prefix on this site: its external entries start like the number itself.
+    result = checker.check("pbx1", {"followme": {"2001": {"list": ["09121234567", "02155556666#"]}}})
+    assert "likely 09121234567#" in result.warnings[0].message
+    # Listed as a known extension, or as long as a declared one: no warning.
+    assert checker.check("pbx1", {"followme": {"2001": {"list": ["09121234567"]}},
+                                  "followme_known_extensions": ["2001", "09121234567"]}).warnings == []
+    assert checker.check("pbx1", {"followme": {"2001": {"list": ["2999"]}}}).warnings == []
+
+
+# -- messages ------------------------------------------------------------------------------------
+
+def test_every_unknown_field_is_reported(check):
+    _, errors = check(one(ringtime=5, stratgy="hunt", colour="red"))
+    assert [error.split(" = ")[0] for error in errors] == [
+        "pbx1: extension 2001: colour", "pbx1: extension 2001: ringtime", "pbx1: extension 2001: stratgy"]
+    assert "did you mean 'ring_time'?" in errors[1] and "did you mean 'strategy'?" in errors[2]
+
+
+@pytest.mark.parametrize(("value", "hint"), [
+    ("hunts", "hunt"), ("RINGALL", "ringall"), ("ringall_prim", "ringall-prim"), ("memory-hunt", "memoryhunt"),
+    ("ringallv2prim", "ringallv2-prim")])
+def test_a_wrong_enum_value_gets_a_did_you_mean(check, value, hint):
+    _, errors = check(one(strategy=value))
+    assert len(errors) == 1 and errors[0].endswith(f"; did you mean {hint!r}?"), errors
+
+
+def test_list_in_followme_defaults_is_an_error(check):
+    _, errors = check({"2001": GOOD}, followme_defaults={"list": ["2002"], "ring_time": 9})
+    assert errors == ['pbx1: followme_defaults.list = ["2002"]: list is never taken from followme_defaults: '
+                      "every declaration has its own list."]

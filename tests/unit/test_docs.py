@@ -88,3 +88,21 @@ def test_module_documentation_for_ansible_doc():
 
 if __name__ == "__main__":
     print(field_table())
+
+
+def test_every_role_variable_is_in_the_schema_the_defaults_and_the_readme():
+    variables = [name for name in SCHEMA["properties"] if name not in ("followme", "followme_host")]
+    assert sorted(variables) == sorted(DEFAULTS)
+    for name in variables:
+        assert DEFAULTS[name] == SCHEMA["properties"][name]["default"], name
+        assert f"`{name}`" in README, name
+
+
+def test_site_yml_validates_with_any_errors_fatal_in_a_linear_play():
+    """README: one host's bad variable stops the play before the install task starts on any host."""
+    play = yaml.safe_load((ROOT / "playbooks/site.yml").read_text())[1]
+    assert play["strategy"] == "linear" and "serial" not in play
+    validate = yaml.safe_load((ROOT / "roles/followme/tasks/validate.yml").read_text())
+    assert validate[0]["any_errors_fatal"] is True
+    main = yaml.safe_load((ROOT / "roles/followme/tasks/main.yml").read_text())
+    assert main[0]["ansible.builtin.import_tasks"] == "validate.yml"
