@@ -63,8 +63,8 @@ POLICY_VARIABLES = ("followme_known_extensions", "followme_external_allow", "fol
 #: How the site's PBX is wired and where the file goes (the schema has their rules and defaults).
 ROLE_VARIABLES = ("followme_context", "followme_device", "followme_outbound_context", "followme_extension_context",
                   "followme_voicemail_context", "followme_confirm_prompt", "followme_too_late_prompt",
-                  "followme_confirm_timeout", "followme_config_dir", "followme_file_owner", "followme_file_group",
-                  "followme_file_mode")
+                  "followme_confirm_timeout", "followme_config_dir", "followme_include_file",
+                  "followme_allow_empty", "followme_file_owner", "followme_file_group", "followme_file_mode")
 #: Declaration layers, merged by extension in this order (a later layer's declaration wins).
 LAYERS = ("followme", "followme_host")
 VARIABLES = LAYERS + ("followme_defaults",) + POLICY_VARIABLES + ROLE_VARIABLES

@@ -130,7 +130,7 @@ def test_an_own_context_follows_followme_context(checker):
     ("followme_defualts", "did you mean 'followme_defaults'?"),
     ("followme_contxt", "did you mean 'followme_context'?"),
     ("Followme_Context", "did you mean 'followme_context'?"),
-    ("followme_allow_wipe", "accepted: followme, followme_host"),
+    ("followme_colour", "accepted: followme, followme_host"),
     ("follow_me", "did you mean 'followme'?"),
     ("followme_extrnal_deny", "did you mean 'followme_external_deny'?"),
 ])
