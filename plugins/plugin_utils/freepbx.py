@@ -49,7 +49,8 @@ MAX_ENTRIES = 20
 # Strict patterns, the schema's (whole string). Everything that reaches a declaration matches one.
 _EXTENSION = re.compile(r"[0-9]{1,15}")
 _EXTERNAL = re.compile(r"\+?[0-9*]{1,30}#")
-_CID_PREFIX = re.compile(r"[A-Za-z0-9_ .:+\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F\u0388-\u03CE\u0400-\u045F\u05D0-\u05EA\u0620-\u064A\u0660-\u0669\u0671-\u06D3\u06F0-\u06F9-]{1,20}")
+_CID_PREFIX = re.compile(r"[A-Za-z0-9_ .:+\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F"
+                         r"\u0388-\u03CE\u0400-\u045F\u05D0-\u05EA\u0620-\u064A\u0660-\u0669\u0671-\u06D3\u06F0-\u06F9-]{1,20}")
 _ALERT_INFO = re.compile(r"[A-Za-z0-9<>:/._;=@?&%~+-]{1,128}")
 _MOH = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SOUND = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,4}")

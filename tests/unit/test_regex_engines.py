@@ -60,7 +60,8 @@ def corpus() -> list[str]:
     seeds = ["2001", "909121234567#", "+4930123456#", "*72#", "from-internal", "followme", "s", "n", "1",
              "vm_2001", "custom/please-hold", "a/b/c/d/e", "FM ", "Sales: 2.x_+-",
              "<http://localhost>;info=alert-external", "<sip:x@y?a=b&c=%20~>", "default", "MOH-1_x",
-             "extensions.conf", "extensions_custom.conf", "extensions_followme.conf", "0640", "640", "0755", "0600", "0644", "0400",
+             "extensions.conf", "extensions_custom.conf", "extensions_followme.conf",
+             "0640", "640", "0755", "0600", "0644", "0400",
              "/etc/asterisk", "asterisk", "PJSIP/{extension}"]
     odd = [chr(c) for c in range(128)] + list("éßЖش۲١中ſKİ\u00a0\u2028\u2029\ufeff\u0301") + ["😀", "\U0001d7d8"]
     strings = set(seeds) | set(odd) | {""}
