@@ -161,7 +161,7 @@ def test_gosub_free_text_is_base64_only():
 def test_predial_handler_only_for_plans_with_an_alert_info():
     """Legs of a plan without Alert-Info are dialed with no pre-dial handler (FM_LEGOPTS is empty)."""
     text = render({}, SETTINGS)
-    leg = text.split("[followme-leg]")[1].split("\n[")[0]
+    leg = text.split("\n[followme-leg]\n")[1].split("\n[")[0]
     assert "b(" not in leg and "predial" not in leg
     assert 'Set(__FM_LEGOPTS=${IF($["${ARG5}" = ""]?:b(followme-predial^s^1))})' in text
     assert "Dial(PJSIP/${fm_num},,${FM_LEGOPTS})" in text
