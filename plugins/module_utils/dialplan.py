@@ -187,9 +187,7 @@ SUBROUTINES = """\
 ;   PICK: pre (the extension alone), all, each (one at a time), grow (1..k together),
 ;         avail (first not unavailable), idle (first not in use).
 ;   LEG = <delay><kind><number>; kind e: the extension's own ring, i: internal entry, x: external entry.
-;   Device states are read only where they decide something (-prim primary, avail, idle). An internal leg
-;   without delay or Alert-Info is dialed as the device itself; the others as a Local channel into
-;   [{c}-leg] (the delay, the Alert-Info pre-dial handler, an external leg's confirmation).
+;   Device states are read only where they decide something (-prim primary, avail, idle).
 ; Returns only when nobody answered: the caller goes on to the no-answer destination.
 exten => s,1,Set(LOCAL(busy)=0)
  same => n,GotoIf($["${{ARG2}}" = ""]?start)
@@ -224,7 +222,7 @@ exten => s,1,Set(LOCAL(busy)=0)
  same => n,Set(LOCAL(state)=${{DEVICE_STATE({device_num})}})
  same => n,GotoIf($["${{pick}}" = "avail" & ("${{state}}" = "UNAVAILABLE" | "${{state}}" = "INVALID")]?leg)
  same => n,GotoIf($["${{pick}}" = "idle" & "${{state}}" != "NOT_INUSE"]?leg)
- same => n(add),Set(LOCAL(dial)=${{dial}}${{IF($["${{dial}}" = ""]?:&)}}${{IF($["${{FM_ALERT}}" = "" & "${{kind}}" != "x" & "${{leg:0:1}}" = "0"]?{device_num}:Local/${{leg}}@{c}-leg)}})
+ same => n(add),Set(LOCAL(dial)=${{dial}}${{IF($["${{dial}}" = ""]?:&)}}Local/${{leg}}@{c}-leg)
  same => n,Set(LOCAL(list)=${{IF($["${{kind}}" = "e"]?${{list}}:1)}})
  same => n,GotoIf($["${{pick}}" = "avail" | "${{pick}}" = "idle"]?dial:leg)
  same => n(dial),GotoIf($["${{dial}}" = ""]?next)
