@@ -33,10 +33,10 @@ BREAKOUTS = {
     "cid_name_prefix": f'" = "" | {SHELL} | "',
     "alert_info": f"<http://x>;a=${{{SHELL}}}",
 }
-MORE_BREAKOUTS = [f"$[1|{SHELL}]", "a\nexten => 2001,1,System(touch /tmp/followme-pwned)", "x;--", "a,b", "a)"]
+MORE_BREAKOUTS = [f"$[1|{SHELL}]", "a\nexten => 2001,1,System(touch /tmp/followme-pwned)", "a ;--", "a,b", "a)"]
 # The most dangerous values the patterns accept: every allowed punctuation character.
 ACCEPTED = {"cid_name_prefix": "FM: +-._", "alert_info": "<http://x/a?b=1&c=%24%7B>;info=a;x=~+-@_."}
-HOSTILE_CALLER = f'a"|{SHELL}|"${{{SHELL}}}$[1|{SHELL}]'
+HOSTILE_CALLER = f'a"|{SHELL}|"${{{SHELL}}}'  # (SIPp reads [...] as its own keywords)
 
 
 def install_only(host, followme: dict):
@@ -76,13 +76,14 @@ def evaluation_errors(host, since: int) -> list[str]:
 def canary(lab_host):
     ssh(lab_host, f"rm -f {CANARY}")
     # The canary can fire: SHELL() runs on this PBX when Asterisk does evaluate it.
-    assert asterisk_rx(lab_host, "dialplan eval function SHELL(echo -n alive)").strip().endswith("alive")
+    assert f"Result: {lab_host.name}" in asterisk_rx(lab_host, "dialplan eval function SHELL(hostname)")
     yield
     assert ssh(lab_host, f"test ! -e {CANARY}", check=False).returncode == 0, f"{CANARY} was created: code ran"
 
 
 @pytest.mark.parametrize("field", sorted(BREAKOUTS))
-def test_breakout_values_are_refused_by_the_renderer_with_validation_skipped(lab_host, canary, field):
+def test_breakout_values_are_refused_by_the_renderer_with_validation_skipped(lab_host, canary, field,
+                                                                             redeploy_after):
     before = ssh(lab_host, f"sha256sum {MANAGED}").stdout
     for value in [BREAKOUTS[field], *MORE_BREAKOUTS]:
         rc, output = install_only(lab_host, with_2001(**{field: value}))
@@ -101,5 +102,6 @@ def test_accepted_free_text_and_a_hostile_caller_name_are_plain_text_in_a_real_c
     (invite,) = result.invite_events("2002")
     assert invite.headers.get("Alert-Info") == ACCEPTED["alert_info"], result.format()
     assert invite.from_name.startswith(ACCEPTED["cid_name_prefix"]), result.format()
+    assert SHELL in invite.from_name, result.format()  # the caller's name arrived as text, not evaluated
     assert evaluation_errors(lab_host, since) == []
 
