@@ -14,10 +14,10 @@ Playbook times are medians of --rounds alternating runs; call times come from SI
 (wall clock, microseconds, at the gateway where the caller and the devices run), --calls calls each,
 interleaved in blocks. The inventory is generated: `-i inventory/lab -i <temp>` where <temp> gives each
 host N declarations in host_vars (one of them templated, as a site's could be), plus the call-bench
-extension 2001 (list 2002, no pre-ring). Leaves the hosts with the call-test declarations' set absent:
-redeploy what you need afterwards (`site.yml --limit <host>`).
+extension 2001 (list 2002, no pre-ring). Leaves the hosts with the bench's declarations deployed:
+redeploy what you need afterwards (`site.yml --limit <host>`; the call tests redeploy their own).
 
-    .venv/bin/python bench/scale_bench.py [--host pbx4] [--sizes 1000,10000[,50000]] [--fleet pbx4,pbx8]
+    .venv/bin/python bench/scale_bench.py [--host pbx1] [--sizes 1000,10000[,50000]] [--fleet pbx1,...,pbx8]
         [--rounds 3] [--calls 60] [--skip fleet,calls]
 """
 
@@ -363,7 +363,7 @@ def table(results: dict, fleet_size: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="pbx4", help="lab host of the single-host figures")
+    parser.add_argument("--host", default="pbx1", help="lab host of the single-host figures")
     parser.add_argument("--sizes", default="1000,10000", help="comma-separated, e.g. 1000,10000,50000")
     parser.add_argument("--fleet", default="", help="comma-separated lab hosts for the fleet figure "
                         "(the first is the single host), e.g. pbx1,pbx2,...,pbx8; empty: no fleet figure")
