@@ -199,13 +199,16 @@ def empty_file() -> str:
 
 
 class Sniffer:
-    """INVITEs crossing a lab PBX's link (the veth fmlab-v<i> on the gateway side), with the kernel's timestamps.
+    """INVITEs crossing a lab PBX's link (the veth fmlab-v<i> on the gateway side), with the kernel's timestamps
+    (needs root, as the lab does).
 
     SIPp places the calls; the times come from the packets themselves (SO_TIMESTAMPNS on an AF_PACKET
     socket), so neither SIPp's scheduler nor its trace writing is in the figure."""
 
     def __init__(self, host):
         self.host = host
+        if not Path(f"/sys/class/net/fmlab-v{host.index}").exists():
+            sys.exit(f"no link fmlab-v{host.index} for {host.name}: is it up? (`python -m lab status`)")
         self.invites = []  # (seconds, source ip, source port, destination ip, destination port)
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
         self._sock.bind((f"fmlab-v{host.index}", 0))
