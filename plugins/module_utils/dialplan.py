@@ -5,9 +5,17 @@ Each extension gets two priorities: a Gosub into the shared subroutine
 The logic lives once, in the shared contexts below, so reload time and memory
 stay flat as extensions are added. The subroutine mirrors plan.CallPlan.timeline().
 
-Everything written raw into the file is checked against a strict pattern here,
-whatever the caller validated before: dial strings are digits, * and + only;
-free text (caller-ID prefix, Alert-Info) travels base64-encoded.
+Everything written into the file is checked against a strict pattern here,
+whatever the caller validated before (a direct module call, --start-at-task):
+dial strings are digits, * and + only; free text (caller-ID prefix, Alert-Info)
+must match the schema's pattern for it and travels base64-encoded. Decoded free
+text is only ever the value of a Set(): never inside an expression ($[...]) or an
+application's argument list, where Asterisk would evaluate it.
+
+Extensions are written in descending order: pbx_config inserts each extension
+into the context's list, kept sorted and walked from its head, so descending
+order makes every insertion O(1) (ascending is the O(N^2) worst case).
+`dialplan show` lists the sorted list, whatever the order of the file.
 """
 
 from __future__ import annotations
@@ -29,6 +37,12 @@ _DEVICE = re.compile(r"[A-Za-z0-9_/-]{1,40}\{extension\}[A-Za-z0-9_@.-]{0,40}\Z"
 _NUMBER = re.compile(r"\+?[0-9*]{1,30}\Z")
 _GOTO_EXTEN = re.compile(r"[A-Za-z0-9*+][A-Za-z0-9*#+]{0,39}\Z")
 _PRIORITY = re.compile(r"([1-9][0-9]{0,4}|[A-Za-z][A-Za-z0-9_]{0,39})\Z")
+# Free text: the schema's patterns (schemas/followme.schema.json; a unit test keeps them equal), anchored
+# with \Z so that a trailing newline does not pass as `$` would let it.
+FREE_TEXT = {
+    "cid_name_prefix": re.compile(r"[\w .:+-]{1,20}\Z"),
+    "alert_info": re.compile(r"[A-Za-z0-9<>:/._;=@?&%~+-]{1,128}\Z"),
+}
 
 
 @dataclass(frozen=True)
@@ -63,8 +77,12 @@ def _require(pattern, value, what: str) -> str:
     return value
 
 
-def _b64(text) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii") if text else ""
+def free_text(plan: CallPlan, field: str) -> str:
+    """A free-text field of a plan, re-checked and base64-encoded ("" when it is null)."""
+    value = getattr(plan, field)
+    if value is None:
+        return ""
+    return base64.b64encode(_require(FREE_TEXT[field], value, field).encode("utf-8")).decode("ascii")
 
 
 def _leg_code(leg) -> str:
@@ -82,8 +100,8 @@ def gosub_arguments(plan: CallPlan) -> str:
         _require(_NUMBER, plan.extension, "extension"),
         _require(_NUMBER, plan.primary, "primary") if plan.primary else "",
         "1" if plan.confirm_calls else "0",
-        _b64(plan.cid_name_prefix),
-        _b64(plan.alert_info),
+        free_text(plan, "cid_name_prefix"),
+        free_text(plan, "alert_info"),
         _require(_NAME, plan.music_on_hold, "music_on_hold") if plan.music_on_hold else "",
         _require(_SOUND, plan.announcement, "announcement") if plan.announcement else "",
     ]
@@ -108,11 +126,11 @@ def _comment(text: str) -> str:
 
 
 def render(plans: Mapping[str, CallPlan], settings: Settings) -> str:
-    """The whole managed file for one host."""
+    """The whole managed file for one host (extensions in descending order, see the module's docstring)."""
     settings.check()
     c = settings.context
     lines = [f"[{c}]", f"; Entered at <extension>@{c}; one Gosub per extension, logic in [{c}-call]."]
-    for extension, plan in plans.items():
+    for extension, plan in sorted(plans.items(), reverse=True):  # descending: see the module's docstring
         lines += [
             _comment(plan.describe()),
             f"exten => {_require(_NUMBER, extension, 'extension')},1,Gosub({c}-call,s,1({gosub_arguments(plan)}))",
@@ -165,19 +183,21 @@ SUBROUTINES = """\
 [{c}-call]
 ; Gosub({c}-call,s,1(EXTENSION,PRIMARY,CONFIRM,CID_NAME_PREFIX,ALERT_INFO,MUSIC_ON_HOLD,ANNOUNCEMENT,STEP...))
 ;   PRIMARY: for -prim strategies, the extension whose busy device keeps the list from ringing.
-;   CID_NAME_PREFIX and ALERT_INFO are base64. STEP = PICK:SECONDS:LEG-LEG-...
+;   CID_NAME_PREFIX and ALERT_INFO are base64, decoded only as the value of a Set(). STEP = PICK:SECONDS:LEG-LEG-...
 ;   PICK: pre (the extension alone), all, each (one at a time), grow (1..k together),
 ;         avail (first not unavailable), idle (first not in use).
 ;   LEG = <delay><kind><number>; kind e: the extension's own ring, i: internal entry, x: external entry.
+;   Device states are read only where they decide something (-prim primary, avail, idle).
 ; Returns only when nobody answered: the caller goes on to the no-answer destination.
-exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
+exten => s,1,Set(LOCAL(busy)=0)
+ same => n,GotoIf($["${{ARG2}}" = ""]?start)
+ same => n,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
  same => n,Set(LOCAL(busy)=$["${{state}}" = "INUSE" | "${{state}}" = "BUSY" | "${{state}}" = "RINGINUSE" | "${{state}}" = "ONHOLD"])
- same => n,Set(__FM_CALLER=${{CHANNEL}})
+ same => n(start),Set(__FM_CALLER=${{CHANNEL}})
  same => n,Set(__FM_CONFIRM=${{ARG3}})
- same => n,Set(__FM_ALERT=)
- same => n,GotoIf($["${{ARG5}}" = ""]?name)
- same => n,Set(__FM_ALERT=${{BASE64_DECODE(${{ARG5}})}})
- same => n(name),Set(LOCAL(name)=${{CALLERID(name)}})
+ same => n,Set(__FM_ALERT=${{ARG5}})
+ same => n,Set(__FM_LEGOPTS=${{IF($["${{ARG5}}" = ""]?:b({c}-predial^s^1))}})
+ same => n,Set(LOCAL(name)=${{CALLERID(name)}})
  same => n,ExecIf($["${{ARG4}}" != ""]?Gosub({c}-prefix,s,1(${{ARG4}})))
  same => n,Set(LOCAL(opts)=${{IF($["${{ARG6}}" = ""]?:m(${{ARG6}}))}}${{IF($[${{ARG3}}]?U({c}-taken))}})
  same => n,Set(LOCAL(played)=0)
@@ -198,10 +218,11 @@ exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
  same => n,Set(LOCAL(num)=${{CUT(leg,${{kind}},2)}})
  same => n,Set(LOCAL(j)=$[${{j}} + 1])
  same => n,GotoIf($[${{busy}} & "${{kind}}" != "e"]?leg)
- same => n,Set(LOCAL(state)=${{IF($["${{kind}}" = "x"]?NOT_INUSE:${{DEVICE_STATE({device_num})}})}})
+ same => n,GotoIf($[("${{pick}}" != "avail" & "${{pick}}" != "idle") | "${{kind}}" = "x"]?add)
+ same => n,Set(LOCAL(state)=${{DEVICE_STATE({device_num})}})
  same => n,GotoIf($["${{pick}}" = "avail" & ("${{state}}" = "UNAVAILABLE" | "${{state}}" = "INVALID")]?leg)
  same => n,GotoIf($["${{pick}}" = "idle" & "${{state}}" != "NOT_INUSE"]?leg)
- same => n,Set(LOCAL(dial)=${{dial}}${{IF($["${{dial}}" = ""]?:&)}}Local/${{leg}}@{c}-leg)
+ same => n(add),Set(LOCAL(dial)=${{dial}}${{IF($["${{dial}}" = ""]?:&)}}Local/${{leg}}@{c}-leg)
  same => n,Set(LOCAL(list)=${{IF($["${{kind}}" = "e"]?${{list}}:1)}})
  same => n,GotoIf($["${{pick}}" = "avail" | "${{pick}}" = "idle"]?dial:leg)
  same => n(dial),GotoIf($["${{dial}}" = ""]?next)
@@ -227,7 +248,7 @@ exten => _X.,1,Set(fm_kind=${{FILTER(eix,${{EXTEN}})}})
  same => n,Set(fm_num=${{CUT(EXTEN,${{fm_kind}},2)}})
  same => n,Wait(${{CUT(EXTEN,${{fm_kind}},1)}})
  same => n,GotoIf($["${{fm_kind}}" = "x"]?external)
- same => n,Dial({device_leg},,b({c}-predial^s^1))
+ same => n,Dial({device_leg},,${{FM_LEGOPTS}})
  same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
  same => n(external),Dial(Local/${{fm_num}}@{outbound},,${{IF($[${{FM_CONFIRM}}]?U({c}-confirm))}})
  same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
@@ -262,8 +283,8 @@ exten => s,1,Set(CALLERID(name)=${{BASE64_DECODE(${{ARG1}})}}${{CALLERID(name)}}
  same => n,Return()
 
 [{c}-predial]
-; Dial(...,b({c}-predial^s^1)) on each internal leg's channel before it is called.
-exten => s,1,GotoIf($["${{FM_ALERT}}" = ""]?done)
- same => n,Set(PJSIP_HEADER(add,Alert-Info)=${{FM_ALERT}})
- same => n(done),Return()
+; Dial(...,b({c}-predial^s^1)) on an internal leg's channel before it is called, only when the plan has an
+; Alert-Info (FM_LEGOPTS): legs without one run no pre-dial handler at all.
+exten => s,1,Set(PJSIP_HEADER(add,Alert-Info)=${{BASE64_DECODE(${{FM_ALERT}})}})
+ same => n,Return()
 """

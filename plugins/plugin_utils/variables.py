@@ -28,29 +28,26 @@ except Exception:  # noqa: BLE001 (older ansible-core, or an internal API that m
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def has_template(value) -> bool:
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, Mapping):
-        return any(has_template(key) or has_template(item) for key, item in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(has_template(item) for item in value)
-    return False
-
-
 def plain(value):
     """Inventory values as plain Python (dict, list, str, int, float, bool, None), keeping their types."""
     copied, problems = bounded_plain(value, budget=[MAX_NODES])
     if problems:
-        raise ValueError("; ".join(f"{'.'.join(map(str, path))} {problem}" for path, problem in problems))
+        raise ValueError(_problems_text(problems))
     return copied
 
 
 def read_variables(task_vars: Mapping[str, Any], names: Iterable[str],
                    template: Callable[[Any], Any]) -> dict[str, Any]:
-    """{name: plain value} of the names task_vars holds; a value with a template is templated first."""
-    return {name: plain(template(task_vars[name]) if has_template(task_vars[name]) else task_vars[name])
-            for name in names if name in task_vars}
+    """{name: plain value} of the names task_vars holds, each string with a template templated on its own
+    (read_templated); ValueError naming the variable and field of a template error or a bound crossed."""
+    values, problems = read_templated(task_vars, names, template)
+    if problems:
+        raise ValueError(_problems_text(problems))
+    return values
+
+
+def _problems_text(problems) -> str:
+    return "; ".join(f"{'.'.join(map(str, path))} {problem}" for path, problem in problems)
 
 
 def read_templated(task_vars: Mapping[str, Any], names: Iterable[str], template: Callable[[Any], Any]):

@@ -1,7 +1,13 @@
 """The renderer: small per-extension dialplan, data-only lines, and its own guard on what it writes."""
 
+import base64
+import json
+import re
+from pathlib import Path
+
 import pytest
 from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import (
+    FREE_TEXT,
     Settings,
     counts,
     gosub_arguments,
@@ -83,8 +89,93 @@ def test_renderer_refuses_unsafe_settings(field, value):
 
 
 def test_free_text_never_reaches_the_file_raw():
-    text = render(build_plans({"2001": declaration(cid_name_prefix="a;--b", alert_info="<x>;y")}), SETTINGS)
-    assert ";--" not in text and "<x>" not in text
+    text = render(build_plans({"2001": declaration(cid_name_prefix="a.-b", alert_info="<x>;--y")}), SETTINGS)
+    assert ";--" not in text and "<x>" not in text and "a.-b" not in text
+    assert base64.b64encode(b"<x>;--y").decode() in text
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# Values built to break out of a Set(), an expression ($[...]), an argument list or the file itself.
+HOSTILE = [
+    '" = "" | SHELL(touch /tmp/pwned) | "', "${SHELL(touch /tmp/pwned)}", "$[1|SHELL(touch /tmp/pwned)]",
+    "a|b", 'a"b', "a'b", "a,b", "a)b", "a(b", "a\\b", "a{b}", "a\nexten => 1,1,System(touch /tmp/pwned)", "x\n",
+    "a;b", "a;--b", "a^b", "a[b]", "", " " * 200,
+]
+
+
+def test_free_text_patterns_are_the_schemas():
+    fields = json.loads((ROOT / "schemas" / "followme.schema.json").read_text())["definitions"]["fields"]
+    for field, pattern in FREE_TEXT.items():
+        schema_pattern = fields["properties"][field]["pattern"]
+        assert schema_pattern.startswith("^") and schema_pattern.endswith("$")
+        assert pattern.pattern == schema_pattern[1:-1] + "\\Z", field
+
+
+@pytest.mark.parametrize("field", sorted(FREE_TEXT))
+@pytest.mark.parametrize("value", HOSTILE + [7, True, ["FM "], {"a": 1}])
+def test_renderer_rechecks_free_text_even_without_validation(field, value):
+    if isinstance(value, str) and FREE_TEXT[field].match(value):  # e.g. ";" is an Alert-Info character
+        text = render(build_plans({"2001": declaration(**{field: value})}), SETTINGS)
+        assert value not in text
+        return
+    with pytest.raises(ValueError, match=f"refusing to write {field}"):
+        render(build_plans({"2001": declaration(**{field: value})}), SETTINGS)
+
+
+def _applications(text):
+    """(application, argument text) of every priority of a rendered file."""
+    for line in text.splitlines():
+        match = re.match(r"(?:exten => [^,]+,\w+|\s*same => \w+)(?:\(\w+\))?,(\w+)\((.*)\)$", line)
+        if match:
+            yield match.group(1), match.group(2)
+
+
+def test_decoded_free_text_is_only_ever_the_value_of_a_set():
+    """BASE64_DECODE appears only right of a Set()'s "=", never in an expression or another argument list;
+    no variable holds decoded text (it goes straight into CALLERID(name) or the Alert-Info header), and
+    CALLERID(name) (which carries the prefix, and the caller's own name) is only ever a Set() value too."""
+    text = render(build_plans({"2001": declaration(cid_name_prefix="FM ", alert_info="<http://x>;i=a")}), SETTINGS)
+    decodes = 0
+    for application, arguments in _applications(text):
+        target, _, value = arguments.partition("=")
+        for item in ("BASE64_DECODE", "${CALLERID(name)}"):
+            if application == "Set":
+                assert item not in target, arguments
+                if item in value:
+                    assert "$[" not in value and "IF(" not in value, arguments
+                    decodes += item == "BASE64_DECODE"
+            else:
+                assert item not in arguments, (application, arguments)
+    assert decodes == 2
+    assert re.findall(r"Set\(([^=]+)=\$\{BASE64_DECODE", text) == ["CALLERID(name)", "PJSIP_HEADER(add,Alert-Info)"]
+
+
+def test_gosub_free_text_is_base64_only():
+    plan = build_plan("2001", declaration(cid_name_prefix="FM ", alert_info="<http://x>;i=a&b=%41~"))
+    fields = gosub_arguments(plan).split(",")
+    for encoded in fields[3:5]:
+        assert re.fullmatch(r"[A-Za-z0-9+/=]+", encoded)
+    assert base64.b64decode(fields[4]).decode() == "<http://x>;i=a&b=%41~"
+
+
+def test_predial_handler_only_for_plans_with_an_alert_info():
+    """Legs of a plan without Alert-Info are dialed with no pre-dial handler (FM_LEGOPTS is empty)."""
+    text = render({}, SETTINGS)
+    leg = text.split("\n[followme-leg]\n")[1].split("\n[")[0]
+    assert "b(" not in leg and "predial" not in leg
+    assert 'Set(__FM_LEGOPTS=${IF($["${ARG5}" = ""]?:b(followme-predial^s^1))})' in text
+    assert "Dial(PJSIP/${fm_num},,${FM_LEGOPTS})" in text
+    without = gosub_arguments(build_plan("2001", declaration()))
+    assert without.split(",")[4] == ""
+
+
+def test_extensions_are_written_in_descending_order():
+    """pbx_config inserts into a list sorted by strcmp and walked from its head: descending order is O(1) each."""
+    extensions = ["2001", "999", "10000", "2", "30", "2999", "100000000000000"]
+    text = render(build_plans({e: declaration(list=["2002"]) for e in extensions}), SETTINGS)
+    written = re.findall(r"^exten => (\d+),1,", text, re.M)
+    assert written == sorted(extensions, reverse=True)
+    assert counts(text)["followme"] == (len(extensions), 2 * len(extensions))
 
 
 def test_device_template():
