@@ -47,9 +47,10 @@ pytest: lab
 molecule: lab
 	molecule test
 
+# Every cost at scale against its floor, measured side by side (bench/scale_bench.py; root: packet capture).
+# The README's figures: make bench BENCH="--sizes 1000,10000,50000 --fleet pbx1,pbx2,pbx3,pbx4,pbx5,pbx6,pbx7,pbx8"
 bench: lab
-	$(BIN)/python bench/validate_bench.py
-	$(BIN)/python bench/reload_bench.py
+	$(BIN)/python bench/scale_bench.py $(BENCH)
 
 down: setup
 	$(BIN)/python -m lab down

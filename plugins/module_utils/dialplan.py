@@ -40,7 +40,8 @@ _PRIORITY = re.compile(r"([1-9][0-9]{0,4}|[A-Za-z][A-Za-z0-9_]{0,39})\Z")
 # Free text: the schema's patterns (schemas/followme.schema.json; a unit test keeps them equal), anchored
 # with \Z so that a trailing newline does not pass as `$` would let it.
 FREE_TEXT = {
-    "cid_name_prefix": re.compile(r"[\w .:+-]{1,20}\Z"),
+    "cid_name_prefix": re.compile(r"[A-Za-z0-9_ .:+\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F\u0388-\u03CE\u0400-\u045F"
+                                  r"\u05D0-\u05EA\u0620-\u064A\u0660-\u0669\u0671-\u06D3\u06F0-\u06F9-]{1,20}\Z"),
     "alert_info": re.compile(r"[A-Za-z0-9<>:/._;=@?&%~+-]{1,128}\Z"),
 }
 
