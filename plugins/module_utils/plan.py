@@ -23,7 +23,7 @@ STRATEGIES = (
 # How a step picks the legs it rings (the dialplan interpreter knows the same words):
 ALL = "all"      # every leg at once
 EACH = "each"    # one leg after the other, `seconds` each (hunt)
-GROW = "grow"    # legs 1..k together in round k, `seconds` each (memoryhunt)
+GROW = "grow"    # leg k joins after (k-1)*`seconds` and rings on to the end (memoryhunt)
 FIRST_AVAILABLE = "avail"  # only the first leg whose device is not unavailable
 FIRST_IDLE = "idle"        # only the first leg whose device is idle
 
@@ -97,11 +97,13 @@ class CallPlan:
     music_on_hold: Optional[str] = None
     announcement: Optional[str] = None
 
-    def timeline(self, unavailable=(), busy=()):
+    def timeline(self, unavailable=(), busy=(), refusing=()):
         """The rings of a call nobody answers, and when it reaches no_answer.
 
         `unavailable` and `busy` are internal extensions whose devices are in that state;
         they change what `firstavailable` / `firstnotonphone` / `-prim` ring, as on the PBX.
+        `refusing` devices answer every INVITE with 486 Busy: they are rung (a Ring that ends
+        where it starts) and their leg fails at once.
         """
         primary_busy = self.primary is not None and self.primary in busy
         not_idle = set(busy) | set(unavailable)
@@ -114,15 +116,18 @@ class CallPlan:
                 legs = [leg for leg in legs if leg.external or leg.entry not in not_idle][:1]
             if not legs:
                 continue
-            if step.pick in (EACH, GROW):
-                rounds = [[leg] for leg in legs] if step.pick == EACH else [legs[:k] for k in range(1, len(legs) + 1)]
-            else:
-                rounds = [legs]
+            if step.pick == GROW:
+                now = _grow(rings, now, step, legs, unavailable=unavailable, refusing=refusing)
+                continue
+            rounds = [[leg] for leg in legs] if step.pick == EACH else [legs]
             for legs_of_round in rounds:
                 # An unavailable device fails at once; a round of nothing but such legs takes no time.
                 ringing = [leg for leg in legs_of_round if leg.external or leg.entry not in unavailable]
-                if ringing:
-                    rings.extend(Ring(leg.entry, now + leg.delay, now + step.seconds) for leg in ringing)
+                for leg in ringing:
+                    start = now + leg.delay
+                    end = start if _refuses(leg, refusing) else now + step.seconds
+                    rings.append(Ring(leg.entry, start, end))
+                if any(not _refuses(leg, refusing) for leg in ringing):
                     now += step.seconds
         return rings, now
 
@@ -142,7 +147,8 @@ class CallPlan:
             elif step.pick == EACH:
                 text = f"ring {joined} one at a time, {step.seconds} s each"
             elif step.pick == GROW:
-                text = f"ring {names[0]}, then add {', '.join(names[1:])} one by one, {step.seconds} s each step"
+                text = (f"ring {names[0]}, then add {', '.join(names[1:])} one by one every {step.seconds} s, "
+                        f"each ringing on until {len(names) * step.seconds} s")
             elif step.pick == FIRST_AVAILABLE:
                 text = f"ring the first available of {joined} for {step.seconds} s"
             elif step.pick == FIRST_IDLE:
@@ -156,6 +162,29 @@ class CallPlan:
             text += f" (if {self.primary} is busy, only {self.extension}'s own ring)" if any(
                 leg.own for step in self.steps for leg in step.legs) else f" (if {self.primary} is busy, nobody)"
         return text
+
+
+def _refuses(leg: Leg, refusing) -> bool:
+    return not leg.external and leg.entry in refusing
+
+
+def _grow(rings: list, now: int, step: Step, legs, *, unavailable, refusing) -> int:
+    """A memoryhunt step: leg k joins (k-1)*T seconds in and keeps ringing to the end of the last
+    round (one INVITE per device). Leading unavailable legs take no time, as their rounds would not;
+    a later unavailable leg still has its round of T seconds (the legs before it ring)."""
+    rounds, joining = 0, []
+    for leg in legs:
+        missing = not leg.external and leg.entry in unavailable
+        if missing and rounds == 0:
+            continue
+        rounds += 1
+        if not missing:
+            joining.append((leg, now + (rounds - 1) * step.seconds + leg.delay))
+    end = now + rounds * step.seconds
+    if joining and all(_refuses(leg, refusing) for leg, _ in joining):
+        end = max(start for _, start in joining)  # the Dial ends when its last leg fails
+    rings.extend(Ring(leg.entry, start, start if _refuses(leg, refusing) else end) for leg, start in joining)
+    return end
 
 
 def build_plan(extension: str, declaration: Mapping) -> CallPlan:

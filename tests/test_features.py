@@ -1,0 +1,61 @@
+"""Issue 9 features proven by real SIP calls through a real Asterisk (README "Busy forwards", ...).
+
+Declarations: tests/inventories/calls (P = 2 s pre-ring, T = 3 s ring time unless said otherwise).
+Timelines are compared within 1 s with test_strategies.check_timeline: every device's INVITEs and
+CANCELs; a device the timeline does not ring must get no INVITE at all.
+"""
+
+from __future__ import annotations
+
+import pytest
+from labcall import CARRIER, busy, occupy, place_call
+from test_strategies import check_timeline, reached_voicemail
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("call_declarations")]
+
+
+# -- busy forwards: every strategy without -prim reaches the list when the extension is busy -------
+# (extension, {agent: rings when E's device is in a call}, {agent: rings when E's device answers 486})
+BUSY_FORWARDS = {
+    "ringall": ("2001", {"2001": [(0, 2)], "2002": [(2, 5)], "2003": [(2, 5)], CARRIER: [(2, 5)]},
+                {"2001": [(0, None)], "2002": [(0, 3)], "2003": [(0, 3)], CARRIER: [(0, 3)]}),
+    "hunt": ("2003", {"2003": [(0, 2)], "2004": [(2, 5)], "2005": [(5, 8)]},
+             {"2003": [(0, None)], "2004": [(0, 3)], "2005": [(3, 6)]}),
+    "memoryhunt": ("2005", {"2005": [(0, 2)], "2006": [(2, 11)], "2007": [(5, 11)], "2008": [(8, 11)]},
+                   {"2005": [(0, None)], "2006": [(0, 9)], "2007": [(3, 9)], "2008": [(6, 9)]}),
+    "firstavailable": ("2007", {"2007": [(0, 2)], "2008": [(2, 5)]}, {"2007": [(0, None)], "2008": [(0, 3)]}),
+    "firstnotonphone": ("2008", {"2008": [(0, 2)], "2009": [(2, 5)]}, {"2008": [(0, None)], "2009": [(0, 3)]}),
+    "ringallv2": ("2009", {"2009": [(0, 5)], "2010": [(2, 5)], CARRIER: [(2, 5)]},
+                  {"2009": [(0, None)], "2010": [(2, 5)], CARRIER: [(2, 5)]}),
+}
+
+
+def _reached_the_list(result, extension):
+    if extension == "2003":  # hunt: no_answer goto lab-dest 701
+        assert result.destination and result.destination["exten"] == "701", result.format()
+    else:
+        reached_voicemail(result, extension)
+
+
+@pytest.mark.parametrize("strategy", list(BUSY_FORWARDS))
+def test_extension_in_a_call_forwards_to_the_list(lab_host, strategy):
+    extension, rings, _ = BUSY_FORWARDS[strategy]
+    with occupy(lab_host, extension) as in_a_call:
+        result = place_call(lab_host, extension, {extension: in_a_call})
+    check_timeline(result, rings)  # its own ring is call waiting; the list rings as when idle
+    _reached_the_list(result, extension)
+
+
+@pytest.mark.parametrize("strategy", list(BUSY_FORWARDS))
+def test_extension_answering_busy_forwards_to_the_list(lab_host, strategy):
+    extension, _, rings = BUSY_FORWARDS[strategy]
+    result = place_call(lab_host, extension, {extension: busy()})
+    check_timeline(result, rings)  # a 486 ends the pre-ring at once; in ringallv2 the list joins at P
+    _reached_the_list(result, extension)
+
+
+def test_default_strategy_is_ringallv2(lab_host):
+    """2013 declares no strategy: E (no device) from t = 0, the list joins at P = 2 for T = 3 s."""
+    result = place_call(lab_host, "2013")
+    check_timeline(result, {"2006": [(2, 5)], "2007": [(2, 5)]})
+    reached_voicemail(result, "2013")
