@@ -8,7 +8,9 @@ CANCELs; a device the timeline does not ring must get no INVITE at all.
 from __future__ import annotations
 
 import pytest
-from labcall import CARRIER, busy, occupy, place_call
+import re
+
+from labcall import CARRIER, answer, answer_and_press, busy, occupy, place_call, ssh
 from test_strategies import check_timeline, reached_voicemail
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("call_declarations")]
@@ -59,3 +61,46 @@ def test_default_strategy_is_ringallv2(lab_host):
     result = place_call(lab_host, "2013")
     check_timeline(result, {"2006": [(2, 5)], "2007": [(2, 5)]})
     reached_voicemail(result, "2013")
+
+
+# -- per-extension prompts (2014: as 2011, with confirm_prompt followme/call-from, too_late_prompt followme/status) --
+LOG = "/var/log/asterisk/messages"
+
+
+def _log_lines(host) -> int:
+    return int(ssh(host, f"wc -l < {LOG}").stdout)
+
+
+def _played_since(host, lines: int) -> list[str]:
+    """Sound files Asterisk played on the external leg (Local/909121234567@from-internal) since `lines`."""
+    new = ssh(host, f"tail -n +{lines + 1} {LOG}").stdout
+    return re.findall(r"<Local/909121234567@from-internal-[^>]*> Playing '([^']+)'", new)
+
+
+def test_declared_confirm_prompt_is_what_the_external_leg_hears(lab_host):
+    lines = _log_lines(lab_host)
+    result = place_call(lab_host, "2014", carrier=answer_and_press("1", after=1, press_after=1))
+    assert result.caller_status == 200 and result.answered_by == CARRIER, result.format()
+    played = _played_since(lab_host, lines)
+    assert played and played[0].startswith("followme/call-from."), played
+    assert not any(p.startswith("followme/options.") for p in played), played
+
+
+def test_site_confirm_prompt_when_none_is_declared(lab_host):
+    lines = _log_lines(lab_host)
+    result = place_call(lab_host, "2011", carrier=answer_and_press("1", after=1, press_after=1))
+    assert result.caller_status == 200, result.format()
+    played = _played_since(lab_host, lines)
+    assert played and played[0].startswith("followme/options."), played
+
+
+def test_declared_too_late_prompt_is_what_a_late_leg_hears(lab_host):
+    lines = _log_lines(lab_host)
+    result = place_call(lab_host, "2014", {"2003": answer(after=1)},
+                        carrier=answer_and_press("1", after=0.5, press_after=2), hold=6)
+    # The caller is connected when 2003 answers (the carrier is still in its prompt then).
+    assert abs(result.answer_time - result.times("2003", "200", direction="out")[0]) < 0.2, result.format()
+    pressed = result.infos(CARRIER)[0]
+    assert pressed > result.answer_time, result.format()
+    played = _played_since(lab_host, lines)
+    assert [p.split(".")[0] for p in played] == ["followme/call-from", "followme/status"], played

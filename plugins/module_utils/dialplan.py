@@ -73,7 +73,8 @@ def _leg_code(leg) -> str:
 
 
 def gosub_arguments(plan: CallPlan) -> str:
-    """The data a plan becomes: EXTENSION,PRIMARY,CONFIRM,CID64,ALERT64,MOH,ANNOUNCEMENT,STEP..."""
+    """The data a plan becomes: EXTENSION,PRIMARY,CONFIRM,CID64,ALERT64,MOH,ANNOUNCEMENT,
+    CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE,STEP..."""
     steps = []
     for step in plan.steps:
         pick = "pre" if step.pick == ALL and all(leg.own for leg in step.legs) else step.pick
@@ -87,7 +88,17 @@ def gosub_arguments(plan: CallPlan) -> str:
         _require(_NAME, plan.music_on_hold, "music_on_hold") if plan.music_on_hold else "",
         _require(_SOUND, plan.announcement, "announcement") if plan.announcement else "",
     ]
-    return ",".join(fields + steps)
+    return ",".join(fields + feature_arguments(plan) + steps)
+
+
+def feature_arguments(plan: CallPlan) -> list:
+    """ARG8..ARG11 of the Gosub: CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE (empty: the site's / none)."""
+    return [
+        _require(_SOUND, plan.confirm_prompt, "confirm_prompt") if plan.confirm_prompt else "",
+        _require(_SOUND, plan.too_late_prompt, "too_late_prompt") if plan.too_late_prompt else "",
+        "",
+        "",
+    ]
 
 
 def no_answer_application(plan: CallPlan, settings: Settings) -> str:
@@ -163,7 +174,9 @@ def counts(text: str) -> Dict[str, Tuple[int, int]]:
 # The shared logic. {c} is the follow-me context; doubled braces are Asterisk's own.
 SUBROUTINES = """\
 [{c}-call]
-; Gosub({c}-call,s,1(EXTENSION,PRIMARY,CONFIRM,CID_NAME_PREFIX,ALERT_INFO,MUSIC_ON_HOLD,ANNOUNCEMENT,STEP...))
+; Gosub({c}-call,s,1(EXTENSION,PRIMARY,CONFIRM,CID_NAME_PREFIX,ALERT_INFO,MUSIC_ON_HOLD,ANNOUNCEMENT,
+;                     CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE,STEP...))
+;   CONFIRM_PROMPT, TOO_LATE_PROMPT: the extension's own prompts (empty: the site's).
 ;   PRIMARY: for -prim strategies, the extension whose busy device keeps the list from ringing.
 ;   CID_NAME_PREFIX and ALERT_INFO are base64. STEP = PICK:SECONDS:LEG-LEG-...
 ;   PICK: pre (the extension alone), all, each (one at a time), grow (leg k joins (k-1)*SECONDS in,
@@ -175,6 +188,8 @@ exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
  same => n,Set(LOCAL(busy)=$["${{state}}" = "INUSE" | "${{state}}" = "BUSY" | "${{state}}" = "RINGINUSE" | "${{state}}" = "ONHOLD"])
  same => n,Set(__FM_CALLER=${{CHANNEL}})
  same => n,Set(__FM_CONFIRM=${{ARG3}})
+ same => n,Set(__FM_CPROMPT=${{IF($["${{ARG8}}" = ""]?{confirm_prompt}:${{ARG8}})}})
+ same => n,Set(__FM_LPROMPT=${{IF($["${{ARG9}}" = ""]?{too_late_prompt}:${{ARG9}})}})
  same => n,Set(__FM_ALERT=)
  same => n,GotoIf($["${{ARG5}}" = ""]?name)
  same => n,Set(__FM_ALERT=${{BASE64_DECODE(${{ARG5}})}})
@@ -182,7 +197,7 @@ exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
  same => n,ExecIf($["${{ARG4}}" != ""]?Gosub({c}-prefix,s,1(${{ARG4}})))
  same => n,Set(LOCAL(opts)=${{IF($["${{ARG6}}" = ""]?:m(${{ARG6}}))}}${{IF($[${{ARG3}}]?U({c}-taken))}})
  same => n,Set(LOCAL(played)=0)
- same => n,Set(LOCAL(s)=8)
+ same => n,Set(LOCAL(s)=12)
  same => n(step),GotoIf($[${{s}} > ${{ARGC}}]?done)
  same => n,Set(LOCAL(pick)=${{CUT(ARG${{s}},:,1)}})
  same => n,Set(LOCAL(secs)=${{CUT(ARG${{s}},:,2)}})
@@ -246,7 +261,7 @@ exten => _X.,1,Set(fm_kind=${{FILTER(eix,${{EXTEN}})}})
 ; that leg only; a leg answering after the call was taken hears the too-late prompt. The check and the
 ; setting of the caller's FM_TAKEN are one step under a lock, so of two legs accepting at once one wins.
 exten => s,1,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
- same => n,Read(fm_key,{confirm_prompt},1,,1,{timeout})
+ same => n,Read(fm_key,${{FM_CPROMPT}},1,,1,{timeout})
  same => n,GotoIf($["${{fm_key}}" != "1"]?decline)
  same => n,Set(fm_lock=${{LOCK(followme-${{FM_CALLER}})}})
  same => n,Set(fm_taken=${{SHARED(FM_TAKEN,${{FM_CALLER}})}})
@@ -254,7 +269,7 @@ exten => s,1,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
  same => n,Set(fm_lock=${{UNLOCK(followme-${{FM_CALLER}})}})
  same => n,GotoIf($["${{fm_taken}}" = "1"]?late)
  same => n,Return()
- same => n(late),Playback({too_late_prompt})
+ same => n(late),Playback(${{FM_LPROMPT}})
  same => n(decline),Set(GOSUB_RESULT=CONTINUE)
  same => n,Return()
 

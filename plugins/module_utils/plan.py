@@ -96,6 +96,8 @@ class CallPlan:
     alert_info: Optional[str] = None
     music_on_hold: Optional[str] = None
     announcement: Optional[str] = None
+    confirm_prompt: Optional[str] = None   # None: the site's (role variable)
+    too_late_prompt: Optional[str] = None  # None: the site's (role variable)
 
     def timeline(self, unavailable=(), busy=(), refusing=()):
         """The rings of a call nobody answers, and when it reaches no_answer.
@@ -217,6 +219,8 @@ def build_plan(extension: str, declaration: Mapping) -> CallPlan:
         alert_info=declaration["alert_info"],
         music_on_hold=declaration["music_on_hold"],
         announcement=declaration["announcement"],
+        confirm_prompt=declaration.get("confirm_prompt"),
+        too_late_prompt=declaration.get("too_late_prompt"),
     )
 
 

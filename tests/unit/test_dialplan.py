@@ -25,12 +25,12 @@ def declaration(**fields):
 
 def test_plan_becomes_gosub_data():
     plan = build_plan("2001", declaration(cid_name_prefix="FM ", alert_info="<http://x>;info=alert-external"))
-    assert gosub_arguments(plan) == ("2001,2001,0,Rk0g,PGh0dHA6Ly94PjtpbmZvPWFsZXJ0LWV4dGVybmFs,,,"
+    assert gosub_arguments(plan) == ("2001,2001,0,Rk0g,PGh0dHA6Ly94PjtpbmZvPWFsZXJ0LWV4dGVybmFs,,,,,,,"
                                      "all:27:0e2001-7i2002-7x909121234567")
     hunt = build_plan("2002", declaration(strategy="hunt-prim", initial_ring_time=3, ring_time=4,
                                           list=["2003", "2004"], confirm_calls=True, music_on_hold="default",
                                           announcement="custom/hold"))
-    assert gosub_arguments(hunt) == "2002,2003,1,,,default,custom/hold,pre:3:0e2002,each:4:0i2003-0i2004"
+    assert gosub_arguments(hunt) == "2002,2003,1,,,default,custom/hold,,,,,pre:3:0e2002,each:4:0i2003-0i2004"
 
 
 @pytest.mark.parametrize(("no_answer", "application"), [
@@ -91,3 +91,31 @@ def test_device_template():
     custom = Settings(**{**SETTINGS.__dict__, "device": "PJSIP/{extension}@phones"})
     text = render(build_plans({"2001": declaration()}), custom)
     assert "Dial(PJSIP/${fm_num}@phones,," in text
+
+
+# -- issue 9 ------------------------------------------------------------------------------------------
+
+def test_memoryhunt_is_one_dial_with_joining_legs():
+    plan = build_plan("2005", declaration(strategy="memoryhunt", initial_ring_time=2, ring_time=3,
+                                          list=["2006", "2007", "2008"]))
+    assert gosub_arguments(plan).endswith(",pre:2:0e2005,grow:3:0i2006-0i2007-0i2008")
+    text = render(build_plans({"2005": declaration(strategy="memoryhunt")}), SETTINGS)
+    # the delay of leg k is (k-1)*SECONDS, the Dial lasts k*SECONDS; grow steps do not loop over rounds
+    assert "Set(LOCAL(leg)=$[${CUT(leg,${kind},1)} + (${grown} - 1) * ${secs}]${kind}${num})" in text
+    assert 'ExecIf($["${pick}" = "grow"]?Set(LOCAL(secs)=$[${grown} * ${secs}]))' in text
+
+
+def test_declared_prompts_travel_as_gosub_data_and_fall_back_to_the_site():
+    plan = build_plan("2001", declaration(confirm_calls=True, confirm_prompt="followme/call-from",
+                                          too_late_prompt="custom/late"))
+    assert ",1,,,,,followme/call-from,custom/late,,,all:" in gosub_arguments(plan)
+    text = render(build_plans({"2001": declaration()}), SETTINGS)
+    assert 'Set(__FM_CPROMPT=${IF($["${ARG8}" = ""]?followme/options:${ARG8})})' in text
+    assert "Read(fm_key,${FM_CPROMPT},1,,1,5)" in text and "Playback(${FM_LPROMPT})" in text
+
+
+@pytest.mark.parametrize("field", ["confirm_prompt", "too_late_prompt"])
+@pytest.mark.parametrize("bad", ["../x", "a,b", "x)", "${EXTEN}", "a;b"])
+def test_renderer_refuses_unsafe_prompts_even_without_validation(field, bad):
+    with pytest.raises(ValueError, match=f"refusing to write {field}"):
+        render(build_plans({"2001": declaration(**{field: bad})}), SETTINGS)
