@@ -7,9 +7,9 @@ CANCELs; a device the timeline does not ring must get no INVITE at all.
 
 from __future__ import annotations
 
-import pytest
 import re
 
+import pytest
 from labcall import CARRIER, answer, answer_and_press, busy, occupy, place_call, ssh
 from test_strategies import check_timeline, reached_voicemail
 
