@@ -7,11 +7,14 @@ CANCELs; a device the timeline does not ring must get no INVITE at all.
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
-from labcall import CARRIER, answer, answer_and_press, busy, occupy, place_call, ssh
+from labcall import CARRIER, answer, answer_and_press, asterisk_rx, busy, occupy, place_call, ssh
 from test_strategies import check_timeline, reached_voicemail
+
+from lab.host import baseline_files
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("call_declarations")]
 
@@ -104,3 +107,70 @@ def test_declared_too_late_prompt_is_what_a_late_leg_hears(lab_host):
     assert pressed > result.answer_time, result.format()
     played = _played_since(lab_host, lines)
     assert [p.split(".")[0] for p in played] == ["followme/call-from", "followme/status"], played
+
+
+# -- caller ID on external legs (2020..2024: the carrier alone, 2 s) ---------------------------------
+
+MANAGED_INCLUDE = '#tryinclude "extensions_followme.conf"'
+
+
+def _put(host, path: str, text: str) -> None:
+    encoded = base64.b64encode(text.encode()).decode()
+    ssh(host, f"echo {encoded} | base64 -d > {path}.labtmp && cat {path}.labtmp > {path} && rm {path}.labtmp")
+
+
+@pytest.fixture(scope="module")
+def did_route(call_declarations):
+    """The lab's inbound DID route and trunk endpoint `pstn` (lab/asterisk), also on a host created before
+    they were added: its extensions.conf (keeping the role's managed #tryinclude line) and pjsip.conf are
+    brought to the lab's baseline and reloaded."""
+    host = call_declarations
+    route, endpoint = asterisk_rx(host, "dialplan show 55502024@from-carrier", "pjsip show endpoint pstn")
+    if "FROM_DID" in route and "0215550123" in endpoint:
+        return host
+    files = baseline_files(host)
+    current = ssh(host, "cat /etc/asterisk/extensions.conf").stdout
+    extensions = files["extensions.conf"]
+    if MANAGED_INCLUDE in current:
+        extensions = extensions.rstrip("\n") + "\n" + MANAGED_INCLUDE + "\n"
+    _put(host, "/etc/asterisk/extensions.conf", extensions)
+    _put(host, "/etc/asterisk/pjsip.conf", files["pjsip.conf"])
+    asterisk_rx(host, "dialplan reload", "module reload res_pjsip.so")
+    route, endpoint = asterisk_rx(host, "dialplan show 55502024@from-carrier", "pjsip show endpoint pstn")
+    assert "FROM_DID" in route and "0215550123" in endpoint, (route, endpoint)
+    return host
+
+
+def _from_user(event) -> str:
+    match = re.search(r"<sip:([^@;>]+)@", event.headers.get("From", ""))
+    return match.group(1) if match else ""
+
+
+def _pai_user(event) -> str:
+    match = re.search(r"<sip:([^@;>]+)@", event.headers.get("P-Asserted-Identity", ""))
+    return match.group(1) if match else ""
+
+
+# extension: (mode, what the carrier sees for an internal caller, for a caller from outside on DID 5550<ext>)
+CALLER_ID = {
+    "2020": ("fixed", "+982155501111", "+982155501111"),
+    "2021": ("outside_fixed", "caller", "02155502222"),
+    "2022": ("dialed", "caller", "55502022"),
+    "2023": ("force_dialed", "02155503333", "55502023"),
+    "2024": ("default", "caller", "0215550123"),
+}
+
+
+@pytest.mark.parametrize("extension", list(CALLER_ID), ids=[mode for mode, _, _ in CALLER_ID.values()])
+@pytest.mark.parametrize("origin", ["internal", "outside"])
+def test_caller_id_on_external_legs(did_route, extension, origin):
+    mode, internal, outside = CALLER_ID[extension]
+    if origin == "internal":
+        result = place_call(did_route, extension)
+    else:
+        result = place_call(did_route, f"5550{extension}", caller_user="pstn")
+    expected = internal if origin == "internal" else outside
+    check_timeline(result, {CARRIER: [(0, 2)]})
+    (invite,) = result.invite_events(CARRIER)
+    assert _from_user(invite) == expected, result.format()
+    assert _pai_user(invite) == expected, invite.headers.get("P-Asserted-Identity")

@@ -29,6 +29,8 @@ _DEVICE = re.compile(r"[A-Za-z0-9_/-]{1,40}\{extension\}[A-Za-z0-9_@.-]{0,40}\Z"
 _NUMBER = re.compile(r"\+?[0-9*]{1,30}\Z")
 _GOTO_EXTEN = re.compile(r"[A-Za-z0-9*+][A-Za-z0-9*#+]{0,39}\Z")
 _PRIORITY = re.compile(r"([1-9][0-9]{0,4}|[A-Za-z][A-Za-z0-9_]{0,39})\Z")
+_CID_MODE = re.compile(r"(fixed|outside_fixed|dialed|force_dialed)\Z")
+_CID_NUMBER = re.compile(r"\+?[0-9]{1,20}\Z")
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,20 @@ def feature_arguments(plan: CallPlan) -> list:
     return [
         _require(_SOUND, plan.confirm_prompt, "confirm_prompt") if plan.confirm_prompt else "",
         _require(_SOUND, plan.too_late_prompt, "too_late_prompt") if plan.too_late_prompt else "",
-        "",
+        _external_cid_argument(plan),
         "",
     ]
+
+
+def _external_cid_argument(plan: CallPlan) -> str:
+    """ARG10: MODE:NUMBER of the caller ID on external legs, empty for mode default."""
+    if not plan.external_cid:
+        return ""
+    mode, number = plan.external_cid
+    _require(_CID_MODE, mode, "external_cid_mode")
+    if number or mode != "dialed":
+        _require(_CID_NUMBER, number, "external_cid_number")
+    return f"{mode}:{number}"
 
 
 def no_answer_application(plan: CallPlan, settings: Settings) -> str:
@@ -177,6 +190,7 @@ SUBROUTINES = """\
 ; Gosub({c}-call,s,1(EXTENSION,PRIMARY,CONFIRM,CID_NAME_PREFIX,ALERT_INFO,MUSIC_ON_HOLD,ANNOUNCEMENT,
 ;                     CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE,STEP...))
 ;   CONFIRM_PROMPT, TOO_LATE_PROMPT: the extension's own prompts (empty: the site's).
+;   CALLER_ID: MODE:NUMBER of the caller ID on external legs (empty: the caller's passes), see [{c}-xcid].
 ;   PRIMARY: for -prim strategies, the extension whose busy device keeps the list from ringing.
 ;   CID_NAME_PREFIX and ALERT_INFO are base64. STEP = PICK:SECONDS:LEG-LEG-...
 ;   PICK: pre (the extension alone), all, each (one at a time), grow (leg k joins (k-1)*SECONDS in,
@@ -190,6 +204,7 @@ exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
  same => n,Set(__FM_CONFIRM=${{ARG3}})
  same => n,Set(__FM_CPROMPT=${{IF($["${{ARG8}}" = ""]?{confirm_prompt}:${{ARG8}})}})
  same => n,Set(__FM_LPROMPT=${{IF($["${{ARG9}}" = ""]?{too_late_prompt}:${{ARG9}})}})
+ same => n,Set(__FM_XCID=${{ARG10}})
  same => n,Set(__FM_ALERT=)
  same => n,GotoIf($["${{ARG5}}" = ""]?name)
  same => n,Set(__FM_ALERT=${{BASE64_DECODE(${{ARG5}})}})
@@ -253,7 +268,8 @@ exten => _X.,1,Set(fm_kind=${{FILTER(eix,${{EXTEN}})}})
  same => n,GotoIf($["${{fm_kind}}" = "x"]?external)
  same => n,Dial({device_leg},,b({c}-predial^s^1))
  same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
- same => n(external),Dial(Local/${{fm_num}}@{outbound},,${{IF($[${{FM_CONFIRM}}]?U({c}-confirm))}})
+ same => n(external),ExecIf($["${{FM_XCID}}" != ""]?Gosub({c}-xcid,s,1))
+ same => n,Dial(Local/${{fm_num}}@{outbound},,${{IF($[${{FM_CONFIRM}}]?U({c}-confirm))}})
  same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
 
 [{c}-confirm]
@@ -278,6 +294,20 @@ exten => s,1,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
 exten => s,1,Set(fm_lock=${{LOCK(followme-${{FM_CALLER}})}})
  same => n,Set(SHARED(FM_TAKEN,${{FM_CALLER}})=1)
  same => n,Set(fm_lock=${{UNLOCK(followme-${{FM_CALLER}})}})
+ same => n,Return()
+
+[{c}-xcid]
+; Gosub({c}-xcid,s,1) on an external leg: its caller ID number from FM_XCID = MODE:NUMBER. A call from
+; outside is one whose channel carries FROM_DID (set by the site's inbound route, as FreePBX does),
+; read through FILTER so only digits and + can reach the caller ID.
+exten => s,1,Set(LOCAL(mode)=${{CUT(FM_XCID,:,1)}})
+ same => n,Set(LOCAL(fixed)=${{CUT(FM_XCID,:,2)}})
+ same => n,Set(LOCAL(did)=${{FILTER(0123456789+,${{FROM_DID}})}})
+ same => n,Set(LOCAL(num)=${{IF($["${{mode}}" = "fixed"]?${{fixed}})}})
+ same => n,ExecIf($["${{mode}}" = "outside_fixed" & "${{did}}" != ""]?Set(LOCAL(num)=${{fixed}}))
+ same => n,ExecIf($[("${{mode}}" = "dialed" | "${{mode}}" = "force_dialed") & "${{did}}" != ""]?Set(LOCAL(num)=${{did}}))
+ same => n,ExecIf($["${{mode}}" = "force_dialed" & "${{did}}" = ""]?Set(LOCAL(num)=${{fixed}}))
+ same => n,ExecIf($["${{num}}" != ""]?Set(CALLERID(num)=${{num}}))
  same => n,Return()
 
 [{c}-prefix]

@@ -98,6 +98,7 @@ class CallPlan:
     announcement: Optional[str] = None
     confirm_prompt: Optional[str] = None   # None: the site's (role variable)
     too_late_prompt: Optional[str] = None  # None: the site's (role variable)
+    external_cid: Optional[Tuple[str, str]] = None  # (mode, number or ""): caller ID on external legs
 
     def timeline(self, unavailable=(), busy=(), refusing=()):
         """The rings of a call nobody answers, and when it reaches no_answer.
@@ -163,7 +164,16 @@ class CallPlan:
         if self.primary:
             text += f" (if {self.primary} is busy, only {self.extension}'s own ring)" if any(
                 leg.own for step in self.steps for leg in step.legs) else f" (if {self.primary} is busy, nobody)"
-        return text
+        return text + "".join(f"; {words}" for words in self.feature_words())
+
+    def feature_words(self):
+        """What the issue-9 features add to a plan, in words (appended to describe())."""
+        if self.external_cid:
+            mode, number = self.external_cid
+            yield {"fixed": f"external legs show caller ID {number}",
+                   "outside_fixed": f"external legs show caller ID {number} for calls from outside",
+                   "dialed": "external legs show the DID dialed for calls in on a DID",
+                   "force_dialed": f"external legs show the DID dialed, else {number}"}[mode]
 
 
 def _refuses(leg: Leg, refusing) -> bool:
@@ -187,6 +197,17 @@ def _grow(rings: list, now: int, step: Step, legs, *, unavailable, refusing) -> 
         end = max(start for _, start in joining)  # the Dial ends when its last leg fails
     rings.extend(Ring(leg.entry, start, start if _refuses(leg, refusing) else end) for leg, start in joining)
     return end
+
+
+CID_MODES = ("default", "fixed", "outside_fixed", "dialed", "force_dialed")
+
+
+def _external_cid(declaration: Mapping) -> Optional[Tuple[str, str]]:
+    """(mode, number) of a declaration's external caller ID, None for mode default (the caller's passes)."""
+    mode = declaration.get("external_cid_mode") or "default"
+    if mode == "default":
+        return None
+    return mode, declaration.get("external_cid_number") or ""
 
 
 def build_plan(extension: str, declaration: Mapping) -> CallPlan:
@@ -221,6 +242,7 @@ def build_plan(extension: str, declaration: Mapping) -> CallPlan:
         announcement=declaration["announcement"],
         confirm_prompt=declaration.get("confirm_prompt"),
         too_late_prompt=declaration.get("too_late_prompt"),
+        external_cid=_external_cid(declaration),
     )
 
 

@@ -199,6 +199,7 @@ class Checker:
                     fields.add(re.split(r"[.\[]", error.path)[1])
         errors.extend(self._cross_check(host, complete, tainted, known=policy["followme_known_extensions"],
                                         allow=allow, deny=deny))
+        errors.extend(_feature_checks(host, complete, tainted))
         return complete, _unique(errors)
 
     # -- jsonschema errors as sentences -------------------------------------------------
@@ -320,6 +321,23 @@ class Checker:
                                            "not in followme_known_extensions")
         yield from _loops(host, {extension: declaration for extension, declaration in declarations.items()
                                  if not tainted[extension] & {"no_answer", "enabled", "(declaration)"}})
+
+
+def _feature_checks(host: str, declarations: Mapping[str, dict], tainted) -> Iterable[DeclarationError]:
+    """Cross-checks of the issue-9 fields (each in a function of its own)."""
+    for extension, declaration in sorted(declarations.items()):
+        yield from _external_cid_check(host, extension, declaration, tainted[extension])
+
+
+def _external_cid_check(host, extension, declaration, tainted) -> Iterable[DeclarationError]:
+    """external_cid_mode fixed, outside_fixed and force_dialed need external_cid_number."""
+    if tainted & {"external_cid_mode", "external_cid_number", "(declaration)"}:
+        return
+    mode = declaration.get("external_cid_mode")
+    if mode in ("fixed", "outside_fixed", "force_dialed") and declaration.get("external_cid_number") is None:
+        yield DeclarationError(host, extension, "external_cid_number", None,
+                               f"external_cid_mode {mode} sends this number, but none is set (here or in "
+                               "followme_defaults). Accepted: 1 to 20 digits, one optional leading +")
 
 
 def _loops(host: str, declarations: Mapping[str, dict]) -> Iterable[DeclarationError]:

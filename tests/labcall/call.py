@@ -455,7 +455,7 @@ def _new_caller_channel(host: Host, before: set[str]) -> dict[str, str] | None:
 def place_call(host: Host | Mapping[str, Any], extension: str,  # noqa: PLR0917 (the documented signature)
                agents: Mapping[str, Behaviour | Occupied] | None = None,
                carrier: Behaviour | Occupied | None = None, hold: float = 1.0, timeout: float = 60,
-               caller_name: str = "Alice", *, ready_timeout: float = 15.0) -> CallResult:
+               caller_name: str = "Alice", *, ready_timeout: float = 15.0, caller_user: str = CALLER) -> CallResult:
     """Call `extension` on `host` from a SIPp caller and record what every agent saw.
 
     agents: device extension → behaviour (or an Occupied from occupy()); every
@@ -464,17 +464,19 @@ def place_call(host: Host | Mapping[str, Any], extension: str,  # noqa: PLR0917 
     hold: seconds the caller stays after a 2xx before its BYE.
     timeout: seconds after the INVITE without a final answer before the
     library hangs the call up in Asterisk (`channel request hangup`).
+    caller_user: the From user, i.e. the PJSIP endpoint the call comes in on: "caller" (an internal
+    caller) or "pstn" (a call from outside on the trunk, e.g. to a DID 5550<ext>).
     """
     host = Host.from_any(host)
     began = time.monotonic()
     with host_lock(host):
         log.debug("%s: host lock after %.3f s", host.name, time.monotonic() - began)
         return _place_call(host, str(extension), dict(agents or {}), carrier, hold, timeout,
-                           caller_name, ready_timeout)
+                           caller_name, ready_timeout, caller_user)
 
 
 def _place_call(host: Host, extension: str, agents: dict, carrier, hold: float, timeout: float,  # noqa: PLR0917
-                caller_name: str, ready_timeout: float) -> CallResult:
+                caller_name: str, ready_timeout: float, caller_user: str = CALLER) -> CallResult:
     unknown = sorted(set(agents) - set(EXTENSIONS))
     if unknown:
         raise ValueError(f"unknown device extensions {unknown}; devices are {EXTENSIONS[0]}..{EXTENSIONS[-1]}")
@@ -527,7 +529,8 @@ def _place_call(host: Host, extension: str, agents: dict, carrier, hold: float, 
         marks = {name: agent.mark() for name, agent in running.items()}
 
         # 3. the call
-        caller = SippAgent(CALLER, scenarios.uac_scenario(caller_name=caller_name, hold=hold),
+        caller = SippAgent(CALLER, scenarios.uac_scenario(caller_name=caller_name, caller_user=caller_user,
+                                                          hold=hold),
                            ip=host.gateway, port=free_port(host.gateway, host.caller_ports),
                            workdir=workdir, remote=f"{host.address}:5060", service=extension,
                            lifetime=timeout + hold + 120, description=f"calls {extension}")

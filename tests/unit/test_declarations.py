@@ -243,6 +243,11 @@ ISSUE9_GOOD = [
     ("confirm_prompt", None),
     ("too_late_prompt", "custom/sorry_taken"),
     ("too_late_prompt", None),
+    ("external_cid_mode", "default"),
+    ("external_cid_mode", "dialed"),
+    ("external_cid_number", "+982112345678"),
+    ("external_cid_number", "02155501234"),
+    ("external_cid_number", None),
 ]
 
 ISSUE9_BAD = [
@@ -255,6 +260,14 @@ ISSUE9_BAD = [
     ("too_late_prompt", "a/b/c/d/e/f/g", "Sound file an external leg hears when it accepts"),
     ("too_late_prompt", "${EXTEN}", "Sound file an external leg hears when it accepts"),
     ("too_late_prompt", True, "must be a string or null"),
+    ("external_cid_mode", "fixd", "must be one of: default, fixed, outside_fixed, dialed, force_dialed"),
+    ("external_cid_mode", None, "must be a string"),
+    ("external_cid_number", "0215550123#", "The number of external_cid_mode"),
+    ("external_cid_number", "++49", "The number of external_cid_mode"),
+    ("external_cid_number", "49 30", "The number of external_cid_mode"),
+    ("external_cid_number", "1" * 21, "The number of external_cid_mode"),
+    ("external_cid_number", "2001\n", "The number of external_cid_mode"),
+    ("external_cid_number", 4930, "must be a string or null"),
 ]
 
 
@@ -268,13 +281,26 @@ def test_issue9_good_values_pass(check, field, value):
 @pytest.mark.parametrize(("field", "value", "says"), ISSUE9_BAD)
 def test_issue9_bad_values_are_named(check, field, value, says):
     _, errors = check(one(**{field: value}))
-    assert len(errors) == 1, errors
-    assert errors[0].startswith(f"pbx1: extension 2001: {field}"), errors
-    assert says in errors[0], errors
+    assert errors and all(e.startswith(f"pbx1: extension 2001: {field} = ") for e in errors), errors
+    assert says in "\n".join(errors), errors
 
 
 @pytest.mark.parametrize(("field", "value", "says"), ISSUE9_BAD)
 def test_issue9_bad_values_in_followme_defaults_are_named(check, field, value, says):
     _, errors = check(one(), followme_defaults={field: value})
-    assert errors and errors[0].startswith(f"pbx1: followme_defaults.{field} = "), errors
-    assert says in errors[0], errors
+    assert errors and all(e.startswith(f"pbx1: followme_defaults.{field} = ") for e in errors), errors
+    assert says in "\n".join(errors), errors
+
+
+@pytest.mark.parametrize("mode", ["fixed", "outside_fixed", "force_dialed"])
+def test_external_cid_modes_that_send_a_number_need_one(check, mode):
+    _, errors = check(one(external_cid_mode=mode))
+    assert errors == [f"pbx1: extension 2001: external_cid_number = null: external_cid_mode {mode} sends this "
+                      "number, but none is set (here or in followme_defaults). Accepted: 1 to 20 digits, one "
+                      "optional leading +"]
+    _, errors = check(one(external_cid_mode=mode), followme_defaults={"external_cid_number": "+4930123"})
+    assert errors == []
+
+
+def test_external_cid_dialed_needs_no_number(check):
+    assert check(one(external_cid_mode="dialed"))[1] == []
