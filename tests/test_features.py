@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 
 import pytest
+import yaml
+from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plan
+from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import Checker, load_schema
 from labcall import CARRIER, answer, answer_and_press, asterisk_rx, busy, occupy, place_call, ssh
-from test_strategies import check_timeline, reached_voicemail
+from test_strategies import check_timeline, hung_up, reached_voicemail
 
 from lab.host import baseline_files
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("call_declarations")]
 
 
@@ -174,3 +179,39 @@ def test_caller_id_on_external_legs(did_route, extension, origin):
     (invite,) = result.invite_events(CARRIER)
     assert _from_user(invite) == expected, result.format()
     assert _pai_user(invite) == expected, invite.headers.get("P-Asserted-Identity")
+
+
+# -- per-entry timing {number, delay, ring_time} (2025..2029: no device of their own, hangup) --------
+
+TIMED = {
+    "2025": {"2006": [(2, 5)], "2007": [(0, 6)], CARRIER: [(1, 6)]},   # ringall T=6
+    "2026": {"2006": [(0, 3)], "2007": [(4, 6)], "2008": [(6, 9)]},    # hunt T=3: 2007's turn is 1 + 2 s
+    "2027": {"2008": [(3, 5)], "2009": [(2, 6)]},                      # ringallv2 P=2 T=4: joins at P + delay
+    "2028": {"2006": [(0, 6)], "2007": [(2, 3)], "2008": [(5, 6)]},    # memoryhunt T=2
+    "2029": {"2009": [(1, 3)]},                                         # firstavailable: its own turn
+}
+
+
+def _call_plan(extension):
+    """The plan of the call inventory's declaration, as validate -v shows it."""
+    inventory = yaml.safe_load((ROOT / "tests/inventories/calls/group_vars/pbx/followme.yml").read_text())
+    checker = Checker(load_schema(str(ROOT / "schemas/followme.schema.json")))
+    declarations, errors = checker.check_host("pbx", inventory)
+    assert not errors, errors
+    return build_plan(extension, declarations[extension])
+
+
+@pytest.mark.parametrize("extension", list(TIMED))
+def test_entry_with_its_own_delay_and_ring_time(call_declarations, extension):
+    expected = TIMED[extension]
+    rings, end = _call_plan(extension).timeline()
+    plan = {}
+    for ring in rings:
+        if ring.entry.startswith("909"):
+            plan.setdefault(CARRIER, []).append((ring.start, ring.end))
+        elif ring.entry != extension:
+            plan.setdefault(ring.entry, []).append((ring.start, ring.end))
+    assert plan == expected  # the call plan says what the PBX does
+    result = place_call(call_declarations, extension)
+    check_timeline(result, expected)
+    hung_up(result, end)

@@ -71,7 +71,14 @@ def _b64(text) -> str:
 
 def _leg_code(leg) -> str:
     kind = "e" if leg.own else ("x" if leg.external else "i")
-    return f"{leg.delay}{kind}{_require(_NUMBER, leg.number, 'list entry')}"
+    return f"{_seconds(leg.delay, 0, 'delay')}{kind}{_require(_NUMBER, leg.number, 'list entry')}" + (
+        f"t{_seconds(leg.ring, 1, 'entry ring_time')}" if getattr(leg, "ring", None) is not None else "")
+
+
+def _seconds(value, low: int, what: str) -> int:
+    if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= 999):
+        raise ValueError(f"refusing to write {what} {value!r} into the dialplan: not an integer from {low} to 999")
+    return value
 
 
 def gosub_arguments(plan: CallPlan) -> str:
@@ -196,7 +203,8 @@ SUBROUTINES = """\
 ;   PICK: pre (the extension alone), all, each (one at a time), grow (leg k joins (k-1)*SECONDS in,
 ;         one Dial of k*SECONDS: legs already ringing are not rung again),
 ;         avail (first not unavailable), idle (first not in use).
-;   LEG = <delay><kind><number>; kind e: the extension's own ring, i: internal entry, x: external entry.
+;   LEG = <delay><kind><number>[t<ring time>]; kind e: the extension's own ring, i: internal entry,
+;         x: external entry; t: the entry's own ring time (each/avail/idle: its turn is delay + ring time).
 ; Returns only when nobody answered: the caller goes on to the no-answer destination.
 exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
  same => n,Set(LOCAL(busy)=$["${{state}}" = "INUSE" | "${{state}}" = "BUSY" | "${{state}}" = "RINGINUSE" | "${{state}}" = "ONHOLD"])
@@ -224,10 +232,13 @@ exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
  same => n,Set(LOCAL(dial)=)
  same => n,Set(LOCAL(list)=0)
  same => n,Set(LOCAL(grown)=0)
+ same => n,Set(LOCAL(wait)=${{secs}})
  same => n(leg),GotoIf($[${{j}} > ${{hi}}]?dial)
  same => n,Set(LOCAL(leg)=${{CUT(legs,-,${{j}})}})
  same => n,Set(LOCAL(kind)=${{FILTER(eix,${{leg}})}})
  same => n,Set(LOCAL(num)=${{CUT(leg,${{kind}},2)}})
+ same => n,Set(LOCAL(ring)=${{CUT(num,t,2)}})
+ same => n,Set(LOCAL(num)=${{CUT(num,t,1)}})
  same => n,Set(LOCAL(j)=$[${{j}} + 1])
  same => n,GotoIf($[${{busy}} & "${{kind}}" != "e"]?leg)
  same => n,Set(LOCAL(state)=${{IF($["${{kind}}" = "x"]?NOT_INUSE:${{DEVICE_STATE({device_num})}})}})
@@ -238,18 +249,19 @@ exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
  same => n,GotoIf($[${{unav}} & ${{grown}} = 0]?leg)
  same => n,Set(LOCAL(grown)=$[${{grown}} + 1])
  same => n,GotoIf(${{unav}}?leg)
- same => n,Set(LOCAL(leg)=$[${{CUT(leg,${{kind}},1)}} + (${{grown}} - 1) * ${{secs}}]${{kind}}${{num}})
+ same => n,Set(LOCAL(leg)=$[${{CUT(leg,${{kind}},1)}} + (${{grown}} - 1) * ${{secs}}]${{kind}}${{num}}${{IF($["${{ring}}" = ""]?:t${{ring}})}})
  same => n(add),Set(LOCAL(dial)=${{dial}}${{IF($["${{dial}}" = ""]?:&)}}Local/${{leg}}@{c}-leg)
  same => n,Set(LOCAL(list)=${{IF($["${{kind}}" = "e"]?${{list}}:1)}})
+ same => n,ExecIf($["${{pick}}" = "each" | "${{pick}}" = "avail" | "${{pick}}" = "idle"]?Set(LOCAL(wait)=$[${{CUT(leg,${{kind}},1)}} + ${{IF($["${{ring}}" = ""]?${{secs}}:${{ring}})}}]))
  same => n,GotoIf($["${{pick}}" = "avail" | "${{pick}}" = "idle"]?dial:leg)
  same => n(dial),GotoIf($["${{dial}}" = ""]?next)
- same => n,ExecIf($["${{pick}}" = "grow"]?Set(LOCAL(secs)=$[${{grown}} * ${{secs}}]))
+ same => n,ExecIf($["${{pick}}" = "grow"]?Set(LOCAL(wait)=$[${{grown}} * ${{secs}}]))
  same => n,GotoIf($["${{ARG7}}" = "" | ${{list}} = 0 | ${{played}} = 1]?ring)
  same => n,Answer()
  same => n,Playback(${{ARG7}})
  same => n,Set(LOCAL(played)=1)
  same => n,Set(LOCAL(opts)=${{IF($["${{ARG6}}" = ""]?r)}}${{opts}})
- same => n(ring),Dial(${{dial}},${{secs}},${{opts}})
+ same => n(ring),Dial(${{dial}},${{wait}},${{opts}})
  same => n,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?answered)
  same => n,ExecIf($["${{DIALSTATUS}}" = "BUSY" & "${{pick}}" = "pre" & "${{ARG2}}" = "${{ARG1}}"]?Set(LOCAL(busy)=1))
  same => n(next),Set(LOCAL(round)=$[${{round}} + 1])
@@ -264,12 +276,14 @@ exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
 ; Local/<delay><kind><number>@{c}-leg: one leg of a follow-me call (see [{c}-call]).
 exten => _X.,1,Set(fm_kind=${{FILTER(eix,${{EXTEN}})}})
  same => n,Set(fm_num=${{CUT(EXTEN,${{fm_kind}},2)}})
+ same => n,Set(fm_ring=${{CUT(fm_num,t,2)}})
+ same => n,Set(fm_num=${{CUT(fm_num,t,1)}})
  same => n,Wait(${{CUT(EXTEN,${{fm_kind}},1)}})
  same => n,GotoIf($["${{fm_kind}}" = "x"]?external)
- same => n,Dial({device_leg},,b({c}-predial^s^1))
+ same => n,Dial({device_leg},${{fm_ring}},b({c}-predial^s^1))
  same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
  same => n(external),ExecIf($["${{FM_XCID}}" != ""]?Gosub({c}-xcid,s,1))
- same => n,Dial(Local/${{fm_num}}@{outbound},,${{IF($[${{FM_CONFIRM}}]?U({c}-confirm))}})
+ same => n,Dial(Local/${{fm_num}}@{outbound},${{fm_ring}},${{IF($[${{FM_CONFIRM}}]?U({c}-confirm))}})
  same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
 
 [{c}-confirm]

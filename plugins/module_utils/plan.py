@@ -35,6 +35,8 @@ class Leg:
     entry: str          # as declared: "2002" or "909121234567#"
     own: bool = False   # the called extension's own ring (pre-ring, or E in ringallv2): kept when the primary is busy
     delay: int = 0      # seconds after its step starts before it rings
+    ring: Optional[int] = None  # the entry's own ring_time (seconds it rings once it started), None: to the step's end
+    timed: bool = False  # declared as {number, delay, ring_time}: describe() spells its timing out
 
     @property
     def external(self) -> bool:
@@ -123,15 +125,23 @@ class CallPlan:
                 now = _grow(rings, now, step, legs, unavailable=unavailable, refusing=refusing)
                 continue
             rounds = [[leg] for leg in legs] if step.pick == EACH else [legs]
+            one_leg = step.pick != ALL  # hunt, firstavailable, firstnotonphone: a leg's turn is its own timing
             for legs_of_round in rounds:
                 # An unavailable device fails at once; a round of nothing but such legs takes no time.
                 ringing = [leg for leg in legs_of_round if leg.external or leg.entry not in unavailable]
+                ends = []
                 for leg in ringing:
                     start = now + leg.delay
-                    end = start if _refuses(leg, refusing) else now + step.seconds
+                    if one_leg:
+                        end = start + (leg.ring or step.seconds)
+                    else:
+                        end = min(start + leg.ring, now + step.seconds) if leg.ring else now + step.seconds
+                    end = start if _refuses(leg, refusing) else end
                     rings.append(Ring(leg.entry, start, end))
-                if any(not _refuses(leg, refusing) for leg in ringing):
-                    now += step.seconds
+                    if not _refuses(leg, refusing):
+                        ends.append(end)
+                if ends:  # the Dial ends when its last leg stops ringing (or at its timeout)
+                    now = max(ends)
         return rings, now
 
     def describe(self) -> str:
@@ -141,7 +151,9 @@ class CallPlan:
             names = [leg.entry for leg in step.legs]
             joined = ", ".join(names)
             late = [leg for leg in step.legs if leg.delay]
-            if late:
+            if any(leg.timed for leg in step.legs):
+                text = _timed_words(step)
+            elif late:
                 early = ", ".join(leg.entry for leg in step.legs if not leg.delay)
                 text = (f"ring {early} for {step.seconds} s, joined after {late[0].delay} s by "
                         f"{', '.join(leg.entry for leg in late)} for {step.seconds - late[0].delay} s")
@@ -173,7 +185,28 @@ class CallPlan:
             yield {"fixed": f"external legs show caller ID {number}",
                    "outside_fixed": f"external legs show caller ID {number} for calls from outside",
                    "dialed": "external legs show the DID dialed for calls in on a DID",
-                   "force_dialed": f"external legs show the DID dialed, else {number}"}[mode]
+                   "force_dialed": f"external legs show the DID dialed, else {number}"}.get(
+                       mode, f"external legs show caller ID mode {mode}")
+
+
+def _timed_words(step: Step) -> str:
+    """describe() of a step with {number, delay, ring_time} entries: every leg's own seconds."""
+    seconds = step.seconds
+    if step.pick in (ALL, GROW):
+        spans = []
+        timeout = seconds * len(step.legs) if step.pick == GROW else seconds
+        for index, leg in enumerate(step.legs):
+            start = leg.delay + (index * seconds if step.pick == GROW else 0)
+            end = min(start + leg.ring, timeout) if leg.ring else timeout
+            spans.append(f"{leg.entry} {start}-{end} s")
+        intro = (f"ring one by one, each joining {seconds} s after the one before, until {timeout} s"
+                 if step.pick == GROW else f"ring together for {seconds} s")
+        return f"{intro}: {', '.join(spans)}"
+    turns = [f"{leg.entry}{f' after {leg.delay} s' if leg.delay else ''} for {leg.ring or seconds} s"
+             for leg in step.legs]
+    intro = {EACH: "ring one at a time", FIRST_AVAILABLE: "ring the first available of",
+             FIRST_IDLE: "ring the first idle of"}[step.pick]
+    return f"{intro}: {', '.join(turns)}"
 
 
 def _refuses(leg: Leg, refusing) -> bool:
@@ -192,11 +225,26 @@ def _grow(rings: list, now: int, step: Step, legs, *, unavailable, refusing) -> 
         rounds += 1
         if not missing:
             joining.append((leg, now + (rounds - 1) * step.seconds + leg.delay))
-    end = now + rounds * step.seconds
-    if joining and all(_refuses(leg, refusing) for leg, _ in joining):
-        end = max(start for _, start in joining)  # the Dial ends when its last leg fails
-    rings.extend(Ring(leg.entry, start, start if _refuses(leg, refusing) else end) for leg, start in joining)
-    return end
+    timeout = now + rounds * step.seconds
+    found = []
+    for leg, start in joining:
+        end = start if _refuses(leg, refusing) else min(start + leg.ring, timeout) if leg.ring else timeout
+        found.append(Ring(leg.entry, min(start, end), end))
+    rings.extend(found)
+    return max((ring.end for ring in found), default=now)  # the Dial ends when its last leg stops
+
+
+def entry_number(item) -> str:
+    """The number of a list entry: the plain string, or the `number` of a {number, delay, ring_time} entry."""
+    return item["number"] if isinstance(item, Mapping) else item
+
+
+def _leg(entry: str, timing: Mapping, offset: int = 0) -> Leg:
+    """The leg of a list entry; a {number, delay, ring_time} entry joins `delay` s later and rings `ring_time` s."""
+    item = timing.get(entry)
+    if item is None:
+        return Leg(entry, delay=offset)
+    return Leg(entry, delay=offset + item.get("delay", 0), ring=item.get("ring_time"), timed=True)
 
 
 CID_MODES = ("default", "fixed", "outside_fixed", "dialed", "force_dialed")
@@ -212,13 +260,14 @@ def _external_cid(declaration: Mapping) -> Optional[Tuple[str, str]]:
 
 def build_plan(extension: str, declaration: Mapping) -> CallPlan:
     """The call plan of one complete, valid declaration (see declarations.Checker)."""
-    entries = list(declaration["list"])
+    timing = {entry_number(item): item for item in declaration["list"] if isinstance(item, Mapping)}
+    entries = [entry_number(item) for item in declaration["list"]]
     strategy = declaration["strategy"]
     pre, seconds = declaration["initial_ring_time"], declaration["ring_time"]
     base = strategy[:-len("-prim")] if strategy.endswith("-prim") else strategy
     primary = None
     if base == "ringallv2":
-        legs = [Leg(extension, own=True)] + [Leg(entry, delay=pre) for entry in entries if entry != extension]
+        legs = [Leg(extension, own=True)] + [_leg(entry, timing, pre) for entry in entries if entry != extension]
         steps = (Step(ALL, pre + seconds, tuple(legs)),)
         if strategy.endswith("-prim"):
             primary = extension
@@ -226,7 +275,7 @@ def build_plan(extension: str, declaration: Mapping) -> CallPlan:
         pick = {"ringall": ALL, "hunt": EACH, "memoryhunt": GROW,
                 "firstavailable": FIRST_AVAILABLE, "firstnotonphone": FIRST_IDLE}[base]
         steps = (Step(ALL, pre, (Leg(extension, own=True),)),) if pre > 0 else ()
-        steps += (Step(pick, seconds, tuple(Leg(entry) for entry in entries)),)
+        steps += (Step(pick, seconds, tuple(_leg(entry, timing) for entry in entries)),)
         if strategy.endswith("-prim") and not entries[0].endswith("#"):
             primary = entries[0]  # external entries are never busy
     return CallPlan(

@@ -297,7 +297,7 @@ class Checker:
             if known is not None and extension not in known:
                 yield DeclarationError(host, extension, "(extension key)", extension,
                                        "not in followme_known_extensions")
-            entries = declaration["list"] if isinstance(declaration["list"], list) else []
+            entries = _entry_numbers(declaration["list"])
             for index, entry in enumerate(entries):
                 if not (isinstance(entry, str) and self._entry.match(entry)):
                     continue  # already an error of its own
@@ -323,10 +323,41 @@ class Checker:
                                  if not tainted[extension] & {"no_answer", "enabled", "(declaration)"}})
 
 
+def _entry_numbers(entries) -> list:
+    """The numbers of a list's entries: a {number, delay, ring_time} entry counts as its number, so the
+    policy and known-extension checks see every entry whatever its form."""
+    if not isinstance(entries, list):
+        return []
+    return [entry.get("number") if isinstance(entry, Mapping) else entry for entry in entries]
+
+
 def _feature_checks(host: str, declarations: Mapping[str, dict], tainted) -> Iterable[DeclarationError]:
     """Cross-checks of the issue-9 fields (each in a function of its own)."""
     for extension, declaration in sorted(declarations.items()):
         yield from _external_cid_check(host, extension, declaration, tainted[extension])
+        yield from _timed_entries_check(host, extension, declaration, tainted[extension])
+
+
+def _timed_entries_check(host, extension, declaration, tainted) -> Iterable[DeclarationError]:
+    """An entry given twice (once plain, once with timing) is an error; in ringall, ringallv2 and memoryhunt
+    strategies an entry's delay must be shorter than ring_time (it would join after its step ended)."""
+    if tainted & {"list", "strategy", "ring_time", "(declaration)"}:
+        return
+    seen: dict = {}
+    for index, entry in enumerate(declaration["list"]):
+        number = entry["number"] if isinstance(entry, Mapping) else entry
+        if number in seen:
+            yield DeclarationError(host, extension, f"list[{index}]", entry,
+                                   f"entry {number} appears twice (also list[{seen[number]}]). Accepted: "
+                                   "each number once, plain or with its own timing")
+        seen.setdefault(number, index)
+        delay = entry.get("delay", 0) if isinstance(entry, Mapping) else 0
+        joined = declaration["strategy"].split("-")[0] in ("ringall", "ringallv2", "memoryhunt")
+        if joined and delay >= declaration["ring_time"]:
+            yield DeclarationError(host, extension, f"list[{index}].delay", delay,
+                                   f"with strategy {declaration['strategy']} the entry would join after its "
+                                   f"step of ring_time {declaration['ring_time']} s ended. Accepted: a delay "
+                                   "shorter than ring_time")
 
 
 def _external_cid_check(host, extension, declaration, tainted) -> Iterable[DeclarationError]:

@@ -248,6 +248,8 @@ ISSUE9_GOOD = [
     ("external_cid_number", "+982112345678"),
     ("external_cid_number", "02155501234"),
     ("external_cid_number", None),
+    ("list", [{"number": "2002", "delay": 2, "ring_time": 5}, "909121234567#"]),
+    ("list", [{"number": "909121234567#"}, {"number": "2003", "ring_time": 60}]),
 ]
 
 ISSUE9_BAD = [
@@ -268,6 +270,16 @@ ISSUE9_BAD = [
     ("external_cid_number", "1" * 21, "The number of external_cid_mode"),
     ("external_cid_number", "2001\n", "The number of external_cid_mode"),
     ("external_cid_number", 4930, "must be a string or null"),
+    ("list[0].delay", [{"number": "2002", "delay": -1}], "at least 0"),
+    ("list[0].delay", [{"number": "2002", "delay": 61}], "at most 60"),
+    ("list[0].delay", [{"number": "2002", "delay": "2"}], "must be an integer"),
+    ("list[0].ring_time", [{"number": "2002", "ring_time": 0}], "at least 1"),
+    ("list[0].ring_time", [{"number": "2002", "ring_time": 2.0}], "must be an integer"),
+    ("list[0].number", [{"number": "20a2"}], "internal extension"),
+    ("list[0].number", [{"number": "2002&PJSIP/9"}], "internal extension"),
+    ("list[0]", [{"delay": 1}], "missing required field 'number'"),
+    ("list[0].rings", [{"number": "2002", "rings": 1}], "unknown field 'rings'"),
+    ("list[0]", [True], "must be a string or a mapping"),
 ]
 
 
@@ -280,14 +292,14 @@ def test_issue9_good_values_pass(check, field, value):
 
 @pytest.mark.parametrize(("field", "value", "says"), ISSUE9_BAD)
 def test_issue9_bad_values_are_named(check, field, value, says):
-    _, errors = check(one(**{field: value}))
+    _, errors = check(one(**{field.split("[")[0]: value}))
     assert errors and all(e.startswith(f"pbx1: extension 2001: {field} = ") for e in errors), errors
     assert says in "\n".join(errors), errors
 
 
 @pytest.mark.parametrize(("field", "value", "says"), ISSUE9_BAD)
 def test_issue9_bad_values_in_followme_defaults_are_named(check, field, value, says):
-    _, errors = check(one(), followme_defaults={field: value})
+    _, errors = check(one(), followme_defaults={field.split("[")[0]: value})
     assert errors and all(e.startswith(f"pbx1: followme_defaults.{field} = ") for e in errors), errors
     assert says in "\n".join(errors), errors
 
@@ -304,3 +316,32 @@ def test_external_cid_modes_that_send_a_number_need_one(check, mode):
 
 def test_external_cid_dialed_needs_no_number(check):
     assert check(one(external_cid_mode="dialed"))[1] == []
+
+
+def test_timed_entry_given_twice_is_an_error(check):
+    _, errors = check(one(list=["2002", {"number": "2002", "delay": 1}]))
+    assert errors == ['pbx1: extension 2001: list[1] = {"delay": 1, "number": "2002"}: entry 2002 appears twice '
+                      "(also list[0]). Accepted: each number once, plain or with its own timing"]
+
+
+@pytest.mark.parametrize("strategy", ["ringall", "ringallv2-prim", "memoryhunt"])
+def test_timed_entry_joining_after_its_step_is_an_error(check, strategy):
+    _, errors = check(one(strategy=strategy, ring_time=5, list=[{"number": "2002", "delay": 5}]))
+    assert errors == [f"pbx1: extension 2001: list[0].delay = 5: with strategy {strategy} the entry would join "
+                      "after its step of ring_time 5 s ended. Accepted: a delay shorter than ring_time"]
+    assert check(one(strategy="hunt", ring_time=5, list=[{"number": "2002", "delay": 5}]))[1] == []
+
+
+def test_toll_fraud_policy_covers_timed_entries(check):
+    _, errors = check(one(list=[{"number": "900123#", "delay": 1}, {"number": "00491234#"}]))
+    assert [e.split(": external")[0] for e in errors] == ['pbx1: extension 2001: list[0] = "900123#"',
+                                                         'pbx1: extension 2001: list[1] = "00491234#"']
+    assert all("blocked by followme_external_deny" in e for e in errors), errors
+    _, errors = check(one(list=[{"number": "8123#"}]), followme_external_allow=["^9"])
+    assert errors == ["pbx1: extension 2001: list[0] = \"8123#\": external number matches none of "
+                      "followme_external_allow: '^9'"]
+
+
+def test_known_extensions_cover_timed_entries(check):
+    _, errors = check(one(list=[{"number": "2999"}]), followme_known_extensions=["2001"])
+    assert errors == ["pbx1: extension 2001: list[0] = \"2999\": not in followme_known_extensions"]

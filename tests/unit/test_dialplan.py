@@ -9,7 +9,14 @@ from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import 
     render,
     revision_of,
 )
-from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plan, build_plans
+from ansible_collections.followme.asterisk.plugins.module_utils.plan import (
+    CallPlan,
+    Leg,
+    NoAnswer,
+    Step,
+    build_plan,
+    build_plans,
+)
 
 SETTINGS = Settings(context="followme", device="PJSIP/{extension}", outbound_context="from-internal",
                     extension_context="from-internal", voicemail_context="default",
@@ -90,7 +97,7 @@ def test_free_text_never_reaches_the_file_raw():
 def test_device_template():
     custom = Settings(**{**SETTINGS.__dict__, "device": "PJSIP/{extension}@phones"})
     text = render(build_plans({"2001": declaration()}), custom)
-    assert "Dial(PJSIP/${fm_num}@phones,," in text
+    assert "Dial(PJSIP/${fm_num}@phones,${fm_ring}," in text
 
 
 # -- issue 9 ------------------------------------------------------------------------------------------
@@ -101,8 +108,9 @@ def test_memoryhunt_is_one_dial_with_joining_legs():
     assert gosub_arguments(plan).endswith(",pre:2:0e2005,grow:3:0i2006-0i2007-0i2008")
     text = render(build_plans({"2005": declaration(strategy="memoryhunt")}), SETTINGS)
     # the delay of leg k is (k-1)*SECONDS, the Dial lasts k*SECONDS; grow steps do not loop over rounds
-    assert "Set(LOCAL(leg)=$[${CUT(leg,${kind},1)} + (${grown} - 1) * ${secs}]${kind}${num})" in text
-    assert 'ExecIf($["${pick}" = "grow"]?Set(LOCAL(secs)=$[${grown} * ${secs}]))' in text
+    assert ("Set(LOCAL(leg)=$[${CUT(leg,${kind},1)} + (${grown} - 1) * ${secs}]${kind}${num}"
+            '${IF($["${ring}" = ""]?:t${ring})})') in text
+    assert 'ExecIf($["${pick}" = "grow"]?Set(LOCAL(wait)=$[${grown} * ${secs}]))' in text
 
 
 def test_declared_prompts_travel_as_gosub_data_and_fall_back_to_the_site():
@@ -119,3 +127,35 @@ def test_declared_prompts_travel_as_gosub_data_and_fall_back_to_the_site():
 def test_renderer_refuses_unsafe_prompts_even_without_validation(field, bad):
     with pytest.raises(ValueError, match=f"refusing to write {field}"):
         render(build_plans({"2001": declaration(**{field: bad})}), SETTINGS)
+
+
+def test_timed_entries_become_leg_codes_with_their_own_ring_time():
+    plan = build_plan("2001", declaration(strategy="ringall", initial_ring_time=0, ring_time=6,
+                                          list=[{"number": "2002", "delay": 2, "ring_time": 3}, "909121234567#"]))
+    assert gosub_arguments(plan).endswith(",all:6:2i2002t3-0x909121234567")
+    hunt = build_plan("2001", declaration(strategy="hunt", initial_ring_time=0,
+                                          list=["2002", {"number": "2003", "ring_time": 4}]))
+    assert gosub_arguments(hunt).endswith(",each:20:0i2002-0i2003t4")
+
+
+@pytest.mark.parametrize(("delay", "ring"), [(-1, None), (True, None), (1000, None), (0, 0), (0, "5"), (0, 1.5)])
+def test_renderer_refuses_bad_timing_even_without_validation(delay, ring):
+    plan = CallPlan("2001", "ringall", (Step("all", 5, (Leg("2002", delay=delay, ring=ring),)),), NoAnswer("hangup"))
+    with pytest.raises(ValueError, match="refusing to write"):
+        render({"2001": plan}, SETTINGS)
+
+
+@pytest.mark.parametrize(("mode", "number", "argument"), [
+    ("default", None, ""), ("fixed", "+982155501111", "fixed:+982155501111"), ("dialed", None, "dialed:"),
+    ("force_dialed", "0215", "force_dialed:0215"), ("outside_fixed", "0215", "outside_fixed:0215"),
+])
+def test_external_caller_id_is_gosub_data(mode, number, argument):
+    plan = build_plan("2001", declaration(external_cid_mode=mode, external_cid_number=number))
+    assert gosub_arguments(plan).split(",")[9] == argument  # ARG10
+
+
+@pytest.mark.parametrize(("mode", "number"), [("fixed", "12;34"), ("fixed", ""), ("fixed", "+1${X}"),
+                                              ("fixd", "123"), ("force_dialed", None), ("outside_fixed", "1 2")])
+def test_renderer_refuses_unsafe_caller_ids_even_without_validation(mode, number):
+    with pytest.raises(ValueError, match="refusing to write external_cid"):
+        render(build_plans({"2001": declaration(external_cid_mode=mode, external_cid_number=number)}), SETTINGS)

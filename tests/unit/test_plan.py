@@ -140,3 +140,31 @@ def test_memoryhunt_rings_each_entry_once_and_skips_leading_unavailable_ones():
     assert rings(p) == ([("2002", 0, 15), ("2003", 5, 15), ("2004", 10, 15)], 15)
     assert rings(p, unavailable={"2002"}) == ([("2003", 0, 10), ("2004", 5, 10)], 10)
     assert rings(p, unavailable={"2003"}) == ([("2002", 0, 15), ("2004", 10, 15)], 15)
+
+
+def test_timed_entries_in_every_kind_of_step():
+    timed = [{"number": "2002", "delay": 2, "ring_time": 3}, EXT]
+    assert rings(plan("ringall", initial_ring_time=0, ring_time=6, entries=timed)) == (
+        [("2002", 2, 5), (EXT, 0, 6)], 6)
+    assert rings(plan("ringallv2", initial_ring_time=2, ring_time=4, entries=timed)) == (
+        [("2001", 0, 6), ("2002", 4, 6), (EXT, 2, 6)], 6)  # 2002's 3 s end with the step
+    assert rings(plan("hunt", initial_ring_time=0, ring_time=4, entries=timed)) == (
+        [("2002", 2, 5), (EXT, 5, 9)], 9)
+    assert rings(plan("memoryhunt", initial_ring_time=0, ring_time=4, entries=[EXT, timed[0]])) == (
+        [(EXT, 0, 8), ("2002", 6, 8)], 8)
+    assert rings(plan("firstavailable", initial_ring_time=0, entries=timed)) == ([("2002", 2, 5)], 5)
+
+
+def test_ringallv2_timed_entry_joins_after_the_pre_ring_plus_its_delay():
+    p = plan("ringallv2", initial_ring_time=2, ring_time=4, entries=[{"number": "2002", "delay": 1, "ring_time": 2}])
+    assert rings(p) == ([("2001", 0, 6), ("2002", 3, 5)], 6)
+
+
+def test_timed_entries_in_words():
+    p = plan("ringall", initial_ring_time=0, ring_time=6, entries=[{"number": "2002", "delay": 2, "ring_time": 3}, EXT])
+    assert p.describe() == "2001: ring together for 6 s: 2002 2-5 s, 909121234567# 0-6 s; then voicemail 2001"
+    p = plan("hunt", initial_ring_time=0, ring_time=3, entries=["2002", {"number": "2003", "delay": 1, "ring_time": 2}])
+    assert p.describe() == "2001: ring one at a time: 2002 for 3 s, 2003 after 1 s for 2 s; then voicemail 2001"
+    p = plan("memoryhunt", initial_ring_time=0, ring_time=2, entries=["2002", {"number": "2003", "ring_time": 1}])
+    assert p.describe() == ("2001: ring one by one, each joining 2 s after the one before, until 4 s: "
+                            "2002 0-4 s, 2003 2-3 s; then voicemail 2001")
