@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plan
 from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import Checker, load_schema
+from deploy import CALLS_INVENTORY, run_playbook
 from labcall import CARRIER, answer, answer_and_press, asterisk_rx, busy, occupy, place_call, ssh
 from test_strategies import check_timeline, hung_up, reached_voicemail
 
@@ -215,3 +218,57 @@ def test_entry_with_its_own_delay_and_ring_time(call_declarations, extension):
     result = place_call(call_declarations, extension)
     check_timeline(result, expected)
     hung_up(result, end)
+
+
+# -- schedules, built around the PBX's current time ---------------------------------------------------
+# Declarations of device extensions, deployed for these tests only (followme_host over the call
+# inventory; put back afterwards): E's device answers 486, so the site's normal handling (priority 2
+# of from-internal: Dial(PJSIP/E), then VoiceMail) shows as E's INVITE and its voicemail; active
+# follow-me (P = 0) rings only the list, 2 s, then hangs up.
+
+def _span(start: datetime, hours_from: int, hours_to: int) -> str:
+    return f"{start + timedelta(hours=hours_from):%H:%M}-{start + timedelta(hours=hours_to):%H:%M}"
+
+
+@pytest.fixture(scope="module")
+def scheduled(call_declarations):
+    host = call_declarations
+    now = datetime.strptime(ssh(host, "date +%Y-%m-%dT%H:%M").stdout.strip(), "%Y-%m-%dT%H:%M")
+    tehran = datetime.now(ZoneInfo("Asia/Tehran")).replace(tzinfo=None)
+    other_day = f"{now + timedelta(days=3):%a}".lower()
+
+    def declaration(entry, schedule):
+        return {"list": [entry], "strategy": "ringall", "initial_ring_time": 0, "ring_time": 2,
+                "no_answer": "hangup", "schedule": schedule}
+
+    schedules = {  # extension: (declaration, active now?)
+        "2001": (declaration("2002", {"ranges": [{"times": _span(now, -1, 1)}]}), True),
+        "2003": (declaration("2004", {"ranges": [{"times": _span(now, 2, 3)}]}), False),
+        "2005": (declaration("2006", {"active": "outside", "ranges": [{"times": _span(now, -1, 1)}]}), False),
+        "2007": (declaration("2008", {"active": "outside", "ranges": [{"weekdays": other_day}]}), True),
+        "2009": (declaration("2010", {"timezone": "Asia/Tehran",
+                                      "ranges": [{"times": _span(tehran, -1, 1),
+                                                  "weekdays": f"{tehran:%a}".lower()}]}), True),
+        "2002": (declaration("2004", {"timezone": "Asia/Tehran", "ranges": [{"times": _span(now, -1, 1)}]}), False),
+    }
+    run = run_playbook("site.yml", CALLS_INVENTORY, limit=host.name,
+                       extra_vars={"followme_host": {ext: decl for ext, (decl, _) in schedules.items()}})
+    assert run.ok, run.output
+    yield host, schedules
+    run = run_playbook("site.yml", CALLS_INVENTORY, limit=host.name)
+    assert run.ok, run.output
+
+
+@pytest.mark.parametrize("extension", ["2001", "2003", "2005", "2007", "2009", "2002"])
+def test_schedule_decides_whether_follow_me_is_active(scheduled, extension):
+    host, schedules = scheduled
+    declaration, active = schedules[extension]
+    result = place_call(host, extension, {extension: busy()})
+    entry = declaration["list"][0]
+    if active:  # the list rings, E's device does not (P = 0)
+        check_timeline(result, {entry: [(0, 2)]})
+        hung_up(result, 2)
+    else:  # the site's normal handling: E's device (486), then its voicemail; the list never rings
+        check_timeline(result, {extension: [(0, None)]})
+        reached_voicemail(result, extension)
+        assert result.destination["context"] == "from-internal", result.format()

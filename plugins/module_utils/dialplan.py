@@ -31,6 +31,14 @@ _GOTO_EXTEN = re.compile(r"[A-Za-z0-9*+][A-Za-z0-9*#+]{0,39}\Z")
 _PRIORITY = re.compile(r"([1-9][0-9]{0,4}|[A-Za-z][A-Za-z0-9_]{0,39})\Z")
 _CID_MODE = re.compile(r"(fixed|outside_fixed|dialed|force_dialed)\Z")
 _CID_NUMBER = re.compile(r"\+?[0-9]{1,20}\Z")
+_TIME_FIELDS = (
+    re.compile(r"(\*|([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9])\Z"),
+    re.compile(r"(\*|(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?)\Z"),
+    re.compile(r"(\*|([1-9]|[12][0-9]|3[01])(-([1-9]|[12][0-9]|3[01]))?)\Z"),
+    re.compile(r"(\*|(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)(-(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov"
+               r"|dec))?)\Z"),
+)
+_TIMEZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,29}(/[A-Za-z0-9_+-]{1,30}){0,2}\Z")
 
 
 @dataclass(frozen=True)
@@ -106,8 +114,25 @@ def feature_arguments(plan: CallPlan) -> list:
         _require(_SOUND, plan.confirm_prompt, "confirm_prompt") if plan.confirm_prompt else "",
         _require(_SOUND, plan.too_late_prompt, "too_late_prompt") if plan.too_late_prompt else "",
         _external_cid_argument(plan),
-        "",
+        _schedule_argument(plan),
     ]
+
+
+def _schedule_argument(plan: CallPlan) -> str:
+    """ARG11: <i|o>~RANGE~RANGE...; RANGE = TIMES!WEEKDAYS!DAYS!MONTHS!TIMEZONE (GotoIfTime's fields)."""
+    schedule = getattr(plan, "schedule", None)
+    if not schedule:
+        return ""
+    if schedule.active not in ("inside", "outside") or not schedule.ranges:
+        raise ValueError(f"refusing to write schedule {schedule!r} into the dialplan")
+    zone = _require(_TIMEZONE, schedule.timezone, "schedule timezone") if schedule.timezone else ""
+    ranges = []
+    for item in schedule.ranges:
+        if len(item) != len(_TIME_FIELDS):
+            raise ValueError(f"refusing to write schedule range {item!r} into the dialplan")
+        ranges.append("!".join(_require(_TIME_FIELDS[index], value, "schedule range field")
+                               for index, value in enumerate(item)) + "!" + zone)
+    return "~".join([schedule.active[0]] + ranges)
 
 
 def _external_cid_argument(plan: CallPlan) -> str:
@@ -155,6 +180,7 @@ def render(plans: Mapping[str, CallPlan], settings: Settings) -> str:
         device_num=settings.device_of("num"),
         device_leg=settings.device_of("fm_num"),
         outbound=settings.outbound_context,
+        extension=settings.extension_context,
         confirm_prompt=settings.confirm_prompt,
         too_late_prompt=settings.too_late_prompt,
         timeout=settings.confirm_timeout,
@@ -197,6 +223,8 @@ SUBROUTINES = """\
 ; Gosub({c}-call,s,1(EXTENSION,PRIMARY,CONFIRM,CID_NAME_PREFIX,ALERT_INFO,MUSIC_ON_HOLD,ANNOUNCEMENT,
 ;                     CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE,STEP...))
 ;   CONFIRM_PROMPT, TOO_LATE_PROMPT: the extension's own prompts (empty: the site's).
+;   SCHEDULE: <i|o>~RANGE~... follow-me is active inside (i) or outside (o) the ranges, see [{c}-schedule];
+;             when it is not, the call goes on at priority 2 of <EXTENSION>@{extension} (the site's own handling).
 ;   CALLER_ID: MODE:NUMBER of the caller ID on external legs (empty: the caller's passes), see [{c}-xcid].
 ;   PRIMARY: for -prim strategies, the extension whose busy device keeps the list from ringing.
 ;   CID_NAME_PREFIX and ALERT_INFO are base64. STEP = PICK:SECONDS:LEG-LEG-...
@@ -207,6 +235,13 @@ SUBROUTINES = """\
 ;         x: external entry; t: the entry's own ring time (each/avail/idle: its turn is delay + ring time).
 ; Returns only when nobody answered: the caller goes on to the no-answer destination.
 exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
+ same => n,GotoIf($["${{ARG11}}" = ""]?active)
+ same => n,Gosub({c}-schedule,s,1(${{ARG11}}))
+ same => n,GotoIf(${{GOSUB_RETVAL}}?active)
+ same => n(inactive),Set(fm_back=${{ARG1}})
+ same => n,StackPop()
+ same => n,Goto({extension},${{fm_back}},2)
+ same => n(active),NoOp()
  same => n,Set(LOCAL(busy)=$["${{state}}" = "INUSE" | "${{state}}" = "BUSY" | "${{state}}" = "RINGINUSE" | "${{state}}" = "ONHOLD"])
  same => n,Set(__FM_CALLER=${{CHANNEL}})
  same => n,Set(__FM_CONFIRM=${{ARG3}})
@@ -323,6 +358,20 @@ exten => s,1,Set(LOCAL(mode)=${{CUT(FM_XCID,:,1)}})
  same => n,ExecIf($["${{mode}}" = "force_dialed" & "${{did}}" = ""]?Set(LOCAL(num)=${{fixed}}))
  same => n,ExecIf($["${{num}}" != ""]?Set(CALLERID(num)=${{num}}))
  same => n,Return()
+
+[{c}-schedule]
+; Gosub({c}-schedule,s,1(<i|o>~RANGE~...)): returns 1 when follow-me is active now, else 0.
+; RANGE = TIMES!WEEKDAYS!DAYS!MONTHS!TIMEZONE, the fields of GotoIfTime (TIMEZONE empty: local time).
+exten => s,1,Set(LOCAL(n)=${{FIELDQTY(ARG1,~)}})
+ same => n,Set(LOCAL(i)=2)
+ same => n,Set(LOCAL(inside)=0)
+ same => n(range),GotoIf($[${{i}} > ${{n}}]?done)
+ same => n,Set(LOCAL(r)=${{CUT(ARG1,~,${{i}})}})
+ same => n,Set(LOCAL(i)=$[${{i}} + 1])
+ same => n,GotoIfTime(${{CUT(r,!,1)}},${{CUT(r,!,2)}},${{CUT(r,!,3)}},${{CUT(r,!,4)}},${{CUT(r,!,5)}}?hit)
+ same => n,Goto(range)
+ same => n(hit),Set(LOCAL(inside)=1)
+ same => n(done),Return(${{IF($["${{CUT(ARG1,~,1)}}" = "i"]?${{inside}}:$[1 - ${{inside}}])}})
 
 [{c}-prefix]
 ; Gosub({c}-prefix,s,1(PREFIX)): put the base64 PREFIX before the caller-ID name.

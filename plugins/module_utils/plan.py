@@ -78,6 +78,28 @@ class NoAnswer:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """When follow-me is active: inside (or outside) any of the ranges (times, weekdays, days, months)."""
+
+    active: str  # inside | outside
+    ranges: Tuple[Tuple[str, str, str, str], ...]
+    timezone: Optional[str] = None
+
+    @classmethod
+    def from_declaration(cls, value) -> Optional[Schedule]:
+        if not value:
+            return None
+        ranges = tuple(tuple(item.get(name, "*") for name in ("times", "weekdays", "days", "months"))
+                       for item in value["ranges"])
+        return cls(value.get("active", "inside"), ranges, value.get("timezone"))
+
+    def describe(self) -> str:
+        spans = " or ".join(" ".join(part for part in item if part != "*") or "always" for item in self.ranges)
+        zone = f" ({self.timezone})" if self.timezone else ""
+        return f"active {self.active} {spans}{zone}, else the site's normal handling"
+
+
+@dataclass(frozen=True)
 class Ring:
     """One leg ringing in a timeline: from `start` to `end` seconds after the call began."""
 
@@ -101,6 +123,7 @@ class CallPlan:
     confirm_prompt: Optional[str] = None   # None: the site's (role variable)
     too_late_prompt: Optional[str] = None  # None: the site's (role variable)
     external_cid: Optional[Tuple[str, str]] = None  # (mode, number or ""): caller ID on external legs
+    schedule: Optional[Schedule] = None  # None: always active
 
     def timeline(self, unavailable=(), busy=(), refusing=()):
         """The rings of a call nobody answers, and when it reaches no_answer.
@@ -187,6 +210,8 @@ class CallPlan:
                    "dialed": "external legs show the DID dialed for calls in on a DID",
                    "force_dialed": f"external legs show the DID dialed, else {number}"}.get(
                        mode, f"external legs show caller ID mode {mode}")
+        if self.schedule:
+            yield self.schedule.describe()
 
 
 def _timed_words(step: Step) -> str:
@@ -292,6 +317,7 @@ def build_plan(extension: str, declaration: Mapping) -> CallPlan:
         confirm_prompt=declaration.get("confirm_prompt"),
         too_late_prompt=declaration.get("too_late_prompt"),
         external_cid=_external_cid(declaration),
+        schedule=Schedule.from_declaration(declaration.get("schedule")),
     )
 
 

@@ -13,6 +13,7 @@ import copy
 import difflib
 import json
 import re
+import zoneinfo
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -336,6 +337,36 @@ def _feature_checks(host: str, declarations: Mapping[str, dict], tainted) -> Ite
     for extension, declaration in sorted(declarations.items()):
         yield from _external_cid_check(host, extension, declaration, tainted[extension])
         yield from _timed_entries_check(host, extension, declaration, tainted[extension])
+        yield from _schedule_check(host, extension, declaration, tainted[extension])
+
+
+def _schedule_check(host, extension, declaration, tainted) -> Iterable[DeclarationError]:
+    """A schedule's timezone must be one the controller's time-zone database knows (the PBX reads the same
+    IANA names); a range whose days cannot occur in its months (e.g. days 30-31 in feb) never matches."""
+    schedule = declaration.get("schedule")
+    if "schedule" in tainted or not isinstance(schedule, Mapping):
+        return
+    zone = schedule.get("timezone")
+    if zone is not None:
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            yield DeclarationError(host, extension, "schedule.timezone", zone,
+                                   "unknown time zone. Accepted: an IANA time zone name such as Europe/Berlin")
+    for index, item in enumerate(schedule["ranges"]):
+        days, months = item.get("days", "*"), item.get("months", "*")
+        if days == "*" or months == "*" or "-" in months:
+            continue
+        first, _, last = days.partition("-")
+        first, last = int(first), int(last or first)
+        if first > _LONGEST_MONTH[months] and first <= last:
+            yield DeclarationError(host, extension, f"schedule.ranges[{index}].days", days,
+                                   f"{months} has no day {first}: this range never matches. Accepted: days "
+                                   f"that {months} has (1 to {_LONGEST_MONTH[months]})")
+
+
+_LONGEST_MONTH = {"jan": 31, "feb": 29, "mar": 31, "apr": 30, "may": 31, "jun": 30, "jul": 31, "aug": 31,
+                  "sep": 30, "oct": 31, "nov": 30, "dec": 31}
 
 
 def _timed_entries_check(host, extension, declaration, tainted) -> Iterable[DeclarationError]:

@@ -345,3 +345,45 @@ def test_toll_fraud_policy_covers_timed_entries(check):
 def test_known_extensions_cover_timed_entries(check):
     _, errors = check(one(list=[{"number": "2999"}]), followme_known_extensions=["2001"])
     assert errors == ["pbx1: extension 2001: list[0] = \"2999\": not in followme_known_extensions"]
+
+
+SCHEDULE = {"ranges": [{"times": "09:00-17:00", "weekdays": "mon-fri"}]}
+
+
+@pytest.mark.parametrize("schedule", [
+    SCHEDULE,
+    {"active": "outside", "timezone": "Asia/Tehran", "ranges": [{"times": "22:00-06:00"}, {"weekdays": "sat-sun"}]},
+    {"ranges": [{"days": "24-26", "months": "dec"}, {"days": "1", "months": "jan"}, {}]},
+    {"ranges": [{"days": "30-2", "months": "feb"}]},  # wraps: 1 and 2 feb
+    None,
+])
+def test_good_schedules_pass(check, schedule):
+    declarations, errors = check(one(schedule=schedule))
+    assert errors == []
+    assert declarations["2001"]["schedule"] == schedule
+
+
+@pytest.mark.parametrize(("schedule", "path", "says"), [
+    ({"ranges": []}, "schedule.ranges", "must have at least 1 entries"),
+    ({}, "schedule", "missing required field 'ranges'"),
+    ({"ranges": [{"times": "9:00-17:00"}]}, "schedule.ranges[0].times", "Times of day HH:MM-HH:MM"),
+    ({"ranges": [{"times": "09:00-24:00"}]}, "schedule.ranges[0].times", "Times of day"),
+    ({"ranges": [{"times": "09:00"}]}, "schedule.ranges[0].times", "Times of day"),
+    ({"ranges": [{"weekdays": "monday"}]}, "schedule.ranges[0].weekdays", "Weekdays: mon..sun"),
+    ({"ranges": [{"weekdays": "mon,fri"}]}, "schedule.ranges[0].weekdays", "Weekdays"),
+    ({"ranges": [{"days": "0"}]}, "schedule.ranges[0].days", "Days of the month"),
+    ({"ranges": [{"days": "1-32"}]}, "schedule.ranges[0].days", "Days of the month"),
+    ({"ranges": [{"months": "june"}]}, "schedule.ranges[0].months", "Months: jan..dec"),
+    ({"ranges": [{"month": "jun"}]}, "schedule.ranges[0].month", "unknown field 'month'; did you mean 'months'?"),
+    ({"ranges": [{"days": "31", "months": "feb"}]}, "schedule.ranges[0].days", "feb has no day 31"),
+    ({"ranges": [{"days": "31", "months": "apr"}]}, "schedule.ranges[0].days", "apr has no day 31"),
+    ({"active": "during", "ranges": [{}]}, "schedule.active", "must be one of: inside, outside"),
+    ({"timezone": "Mars/Olympus", "ranges": [{}]}, "schedule.timezone", "unknown time zone"),
+    ({"timezone": "../etc/passwd", "ranges": [{}]}, "schedule.timezone", "IANA time zone the ranges are read in"),
+    ({"timezone": "UTC,1", "ranges": [{}]}, "schedule.timezone", "IANA time zone"),
+    ("always", "schedule", "must be a mapping or null"),
+])
+def test_bad_schedules_are_named(check, schedule, path, says):
+    _, errors = check(one(schedule=schedule))
+    assert errors and all(e.startswith(f"pbx1: extension 2001: {path} = ") for e in errors), errors
+    assert says in "\n".join(errors), errors

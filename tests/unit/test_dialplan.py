@@ -159,3 +159,23 @@ def test_external_caller_id_is_gosub_data(mode, number, argument):
 def test_renderer_refuses_unsafe_caller_ids_even_without_validation(mode, number):
     with pytest.raises(ValueError, match="refusing to write external_cid"):
         render(build_plans({"2001": declaration(external_cid_mode=mode, external_cid_number=number)}), SETTINGS)
+
+
+def test_schedule_is_gosub_data():
+    schedule = {"active": "outside", "timezone": "Asia/Tehran",
+                "ranges": [{"times": "22:00-06:00"}, {"weekdays": "sat-sun", "months": "jun-aug"}]}
+    plan = build_plan("2001", declaration(schedule=schedule))
+    assert gosub_arguments(plan).split(",")[10] == "o~22:00-06:00!*!*!*!Asia/Tehran~*!sat-sun!*!jun-aug!Asia/Tehran"
+    assert gosub_arguments(build_plan("2001", declaration(schedule={"ranges": [{}]}))).split(",")[10] == "i~*!*!*!*!"
+    text = render(build_plans({"2001": declaration()}), SETTINGS)
+    assert "Goto(from-internal,${fm_back},2)" in text  # inactive: the site's own handling, priority 2
+
+
+@pytest.mark.parametrize("bad", [
+    {"ranges": [{"times": "09:00-17:00,*"}]}, {"ranges": [{"weekdays": "mon)"}]}, {"ranges": [{"days": "${X}"}]},
+    {"ranges": [{"months": "jan;x"}]}, {"timezone": "UTC,1", "ranges": [{}]}, {"active": "both", "ranges": [{}]},
+    {"ranges": []},
+])
+def test_renderer_refuses_unsafe_schedules_even_without_validation(bad):
+    with pytest.raises(ValueError, match="refusing to write schedule"):
+        render(build_plans({"2001": declaration(schedule=bad)}), SETTINGS)
