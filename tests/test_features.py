@@ -127,14 +127,19 @@ def _put(host, path: str, text: str) -> None:
     ssh(host, f"echo {encoded} | base64 -d > {path}.labtmp && cat {path}.labtmp > {path} && rm {path}.labtmp")
 
 
+def _baseline_in_place(host) -> bool:
+    route, endpoint, internal = asterisk_rx(host, "dialplan show 55502024@from-carrier", "pjsip show endpoint pstn",
+                                            "dialplan show from-internal")
+    return "FROM_DID" in route and "0215550123" in endpoint and "Include =>        'followme-toggle'" in internal
+
+
 @pytest.fixture(scope="module")
 def did_route(call_declarations):
-    """The lab's inbound DID route and trunk endpoint `pstn` (lab/asterisk), also on a host created before
-    they were added: its extensions.conf (keeping the role's managed #tryinclude line) and pjsip.conf are
-    brought to the lab's baseline and reloaded."""
+    """The lab's inbound DID route, trunk endpoint `pstn` and `include => followme-toggle` (lab/asterisk), also
+    on a host created before they were added: its extensions.conf (keeping the role's managed #tryinclude
+    line) and pjsip.conf are brought to the lab's baseline and reloaded."""
     host = call_declarations
-    route, endpoint = asterisk_rx(host, "dialplan show 55502024@from-carrier", "pjsip show endpoint pstn")
-    if "FROM_DID" in route and "0215550123" in endpoint:
+    if _baseline_in_place(host):
         return host
     files = baseline_files(host)
     current = ssh(host, "cat /etc/asterisk/extensions.conf").stdout
@@ -144,8 +149,7 @@ def did_route(call_declarations):
     _put(host, "/etc/asterisk/extensions.conf", extensions)
     _put(host, "/etc/asterisk/pjsip.conf", files["pjsip.conf"])
     asterisk_rx(host, "dialplan reload", "module reload res_pjsip.so")
-    route, endpoint = asterisk_rx(host, "dialplan show 55502024@from-carrier", "pjsip show endpoint pstn")
-    assert "FROM_DID" in route and "0215550123" in endpoint, (route, endpoint)
+    assert _baseline_in_place(host)
     return host
 
 
@@ -272,3 +276,83 @@ def test_schedule_decides_whether_follow_me_is_active(scheduled, extension):
         check_timeline(result, {extension: [(0, None)]})
         reached_voicemail(result, extension)
         assert result.destination["context"] == "from-internal", result.format()
+
+
+# -- the users' own switch (*21) ----------------------------------------------------------------------
+
+def _switch_state(host, extension) -> tuple[str, str]:
+    """(AstDB FOLLOWME/<ext> or "-", DEVICE_STATE(Custom:FOLLOWME<ext>)) as Asterisk itself reports them."""
+    db = asterisk_rx(host, f"database get FOLLOWME {extension}")
+    match = re.search(r"^Value: (\S+)", db, re.M)
+    lamp = asterisk_rx(host, f"dialplan eval function DEVICE_STATE(Custom:FOLLOWME{extension})")
+    state = re.search(r"^Result:\s*(\S*)", lamp, re.M)
+    return (match.group(1) if match else "-"), (state.group(1) if state else lamp)
+
+
+def _dial_switch(host, extension):
+    """The device of `extension` dials *21 (a SIPp caller identified as that endpoint)."""
+    result = place_call(host, "*21", caller_user=extension, hold=3)
+    assert result.caller_status == 200, result.format()
+    return result
+
+
+def _forget(host, *extensions):
+    for extension in extensions:
+        asterisk_rx(host, f"database del FOLLOWME {extension}", f"devstate change Custom:FOLLOWME{extension} UNKNOWN")
+
+
+def _site_handling(result, extension):
+    """Follow-me was skipped: only E's device was rung (it answers 486), then its voicemail from the site."""
+    check_timeline(result, {extension: [(0, None)]})
+    reached_voicemail(result, extension)
+    assert result.destination["context"] == "from-internal", result.format()
+
+
+@pytest.fixture
+def switch(did_route):
+    _forget(did_route, "2001", "2006")
+    yield did_route
+    _forget(did_route, "2001", "2006")
+    run = run_playbook("site.yml", CALLS_INVENTORY, limit=did_route.name)
+    assert run.ok, run.output
+
+
+def test_users_switch_survives_a_deploy_and_the_next_call_follows_it(switch):
+    host = switch
+    assert _switch_state(host, "2001")[0] == "-"
+    followed = {"2001": [(0, None)], "2002": [(0, 3)], "2003": [(0, 3)], CARRIER: [(0, 3)]}
+    check_timeline(place_call(host, "2001", {"2001": busy()}), followed)  # declared enabled: follow-me
+
+    _dial_switch(host, "2001")
+    assert _switch_state(host, "2001") == ("off", "NOT_INUSE")
+    _site_handling(place_call(host, "2001", {"2001": busy()}), "2001")
+    hint = asterisk_rx(host, "core show hint *212001")
+    assert "Custom:FOLLOWME2001" in hint and "Idle" in hint, hint
+
+    # A deploy that changes the dialplan (2006 declared, disabled) reloads it and leaves the switch alone.
+    run = run_playbook("site.yml", CALLS_INVENTORY, limit=host.name, extra_vars={"followme_host": {"2006": {
+        "list": ["2007"], "strategy": "ringall", "initial_ring_time": 0, "ring_time": 2, "no_answer": "hangup",
+        "enabled": False}}})
+    assert run.ok and run.recap[host.name]["changed"] >= 1, run.output
+    assert _switch_state(host, "2001") == ("off", "NOT_INUSE")
+    _site_handling(place_call(host, "2001", {"2001": busy()}), "2001")
+
+    _dial_switch(host, "2001")
+    assert _switch_state(host, "2001") == ("on", "INUSE")
+    assert "InUse" in asterisk_rx(host, "core show hint *212001")
+    check_timeline(place_call(host, "2001", {"2001": busy()}), followed)
+
+    # enabled: false is the default state: the site's handling until its user switches it on.
+    _site_handling(place_call(host, "2006", {"2006": busy()}), "2006")
+    _dial_switch(host, "2006")
+    assert _switch_state(host, "2006") == ("on", "INUSE")
+    result = place_call(host, "2006", {"2006": busy()})
+    check_timeline(result, {"2007": [(0, 2)]})
+    hung_up(result, 2)
+
+
+def test_switch_from_a_device_without_follow_me_changes_nothing(did_route):
+    before = asterisk_rx(did_route, "database show FOLLOWME")
+    result = place_call(did_route, "*21", hold=3)  # the lab's caller endpoint: no follow-me of its own
+    assert result.caller_status == 200, result.format()
+    assert asterisk_rx(did_route, "database show FOLLOWME") == before

@@ -38,6 +38,7 @@ _TIME_FIELDS = (
     re.compile(r"(\*|(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)(-(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov"
                r"|dec))?)\Z"),
 )
+_TOGGLE_CODE = re.compile(r"\*[0-9]{1,8}\Z")
 _TIMEZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,29}(/[A-Za-z0-9_+-]{1,30}){0,2}\Z")
 
 
@@ -53,6 +54,7 @@ class Settings:
     confirm_prompt: str
     too_late_prompt: str
     confirm_timeout: int
+    toggle_code: str = ""  # the users' own switch (e.g. *21); empty: no switch, disabled declarations not written
 
     def check(self) -> None:
         for name in ("context", "outbound_context", "extension_context", "voicemail_context"):
@@ -60,6 +62,8 @@ class Settings:
         _require(_DEVICE, self.device, "device")
         _require(_SOUND, self.confirm_prompt, "confirm_prompt")
         _require(_SOUND, self.too_late_prompt, "too_late_prompt")
+        if self.toggle_code:
+            _require(_TOGGLE_CODE, self.toggle_code, "toggle_code")
         if not (isinstance(self.confirm_timeout, int) and 1 <= self.confirm_timeout <= 60):
             raise ValueError(f"confirm_timeout must be an integer from 1 to 60, not {self.confirm_timeout!r}")
 
@@ -169,10 +173,13 @@ def render(plans: Mapping[str, CallPlan], settings: Settings) -> str:
     c = settings.context
     lines = [f"[{c}]", f"; Entered at <extension>@{c}; one Gosub per extension, logic in [{c}-call]."]
     for extension, plan in plans.items():
+        if not getattr(plan, "enabled", True) and not settings.toggle_code:
+            continue  # without the users' switch a disabled declaration is simply not there
         lines += [
             _comment(plan.describe()),
             f"exten => {_require(_NUMBER, extension, 'extension')},1,Gosub({c}-call,s,1({gosub_arguments(plan)}))",
-            f" same => n,{no_answer_application(plan, settings)}",
+            f" same => n{'' if getattr(plan, 'enabled', True) else '(disabled)'},"
+            f"{no_answer_application(plan, settings)}",
         ]
     body = "\n".join(lines) + "\n\n" + SUBROUTINES.format(
         c=c,
@@ -184,7 +191,8 @@ def render(plans: Mapping[str, CallPlan], settings: Settings) -> str:
         confirm_prompt=settings.confirm_prompt,
         too_late_prompt=settings.too_late_prompt,
         timeout=settings.confirm_timeout,
-    )
+        toggle_check=TOGGLE_CHECK.format(c=c) if settings.toggle_code else "",
+    ) + _toggle_context(plans, settings)
     revision = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
     return (f"{HEADER}\n; Revision {revision}: the follow-me declarations of this host, see `dialplan show {c}`.\n\n"
             f"{body}\n[{c}-revision]\nexten => s,1,NoOp({revision})\n")
@@ -217,6 +225,48 @@ def counts(text: str) -> Dict[str, Tuple[int, int]]:
     return {context: (value[0], value[1]) for context, value in result.items()}
 
 
+def _toggle_context(plans: Mapping[str, CallPlan], settings: Settings) -> str:
+    """[<context>-toggle]: the users' switch and one hint per extension (nothing without a toggle code)."""
+    if not settings.toggle_code:
+        return ""
+    code = _require(_TOGGLE_CODE, settings.toggle_code, "toggle_code")
+    prefix = settings.device.split("{extension}")[0]
+    hints = "".join(f"exten => {code}{_require(_NUMBER, extension, 'extension')},hint,Custom:FOLLOWME{extension}\n"
+                    for extension in plans)
+    return "\n" + TOGGLE.format(c=settings.context, code=code, prefix=prefix, plen=len(prefix)) + hints
+
+
+# The users' switch: the state a user chose lives in AstDB FOLLOWME/<extension> (on/off); without one the
+# declaration's enabled decides (a disabled extension's no-answer priority carries the label "disabled").
+TOGGLE_CHECK = """\
+ same => n,Set(LOCAL(on)=${{IF(${{DIALPLAN_EXISTS({c},${{ARG1}},disabled)}}?off:on)}})
+ same => n,ExecIf(${{DB_EXISTS(FOLLOWME/${{ARG1}})}}?Set(LOCAL(on)=${{FILTER(nof,${{DB_RESULT}})}}))
+ same => n,GotoIf($["${{on}}" = "off"]?inactive)
+"""
+
+TOGGLE = """\
+[{c}-toggle]
+; include => {c}-toggle in the context the phones dial from. {code} from a device switches the follow-me
+; of its own extension (the channel {prefix}<extension>-...) on or off: AstDB FOLLOWME/<extension>, and
+; the lamp Custom:FOLLOWME<extension>, the hint of {code}<extension> (INUSE: on). Deploys never touch them.
+exten => {code},1,Set(fm_base=${{FILTER(A-Za-z0-9_/@.-,${{CHANNEL(name):0:-9}})}})
+ same => n,Set(fm_ext=${{FILTER(0123456789,${{fm_base:{plen}}})}})
+ same => n,GotoIf($["${{fm_ext}}" = "" | "${{fm_base}}" != "{prefix}${{fm_ext}}"]?refuse)
+ same => n,GotoIf(${{DIALPLAN_EXISTS({c},${{fm_ext}},1)}}?:refuse)
+ same => n,Set(fm_on=${{IF(${{DIALPLAN_EXISTS({c},${{fm_ext}},disabled)}}?off:on)}})
+ same => n,ExecIf(${{DB_EXISTS(FOLLOWME/${{fm_ext}})}}?Set(fm_on=${{FILTER(nof,${{DB_RESULT}})}}))
+ same => n,Set(fm_on=${{IF($["${{fm_on}}" = "on"]?off:on)}})
+ same => n,Set(DB(FOLLOWME/${{fm_ext}})=${{fm_on}})
+ same => n,Set(DEVICE_STATE(Custom:FOLLOWME${{fm_ext}})=${{IF($["${{fm_on}}" = "on"]?INUSE:NOT_INUSE)}})
+ same => n,Answer()
+ same => n,Playback(${{IF($["${{fm_on}}" = "on"]?activated:de-activated)}})
+ same => n,Hangup()
+ same => n(refuse),Answer()
+ same => n,Playback(feature-not-avail-line)
+ same => n,Hangup()
+"""
+
+
 # The shared logic. {c} is the follow-me context; doubled braces are Asterisk's own.
 SUBROUTINES = """\
 [{c}-call]
@@ -235,7 +285,7 @@ SUBROUTINES = """\
 ;         x: external entry; t: the entry's own ring time (each/avail/idle: its turn is delay + ring time).
 ; Returns only when nobody answered: the caller goes on to the no-answer destination.
 exten => s,1,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
- same => n,GotoIf($["${{ARG11}}" = ""]?active)
+{toggle_check} same => n,GotoIf($["${{ARG11}}" = ""]?active)
  same => n,Gosub({c}-schedule,s,1(${{ARG11}}))
  same => n,GotoIf(${{GOSUB_RETVAL}}?active)
  same => n(inactive),Set(fm_back=${{ARG1}})

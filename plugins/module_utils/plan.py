@@ -124,6 +124,7 @@ class CallPlan:
     too_late_prompt: Optional[str] = None  # None: the site's (role variable)
     external_cid: Optional[Tuple[str, str]] = None  # (mode, number or ""): caller ID on external legs
     schedule: Optional[Schedule] = None  # None: always active
+    enabled: bool = True  # the declared default of the user's switch (rendered when a toggle code is set)
 
     def timeline(self, unavailable=(), busy=(), refusing=()):
         """The rings of a call nobody answers, and when it reaches no_answer.
@@ -212,6 +213,8 @@ class CallPlan:
                        mode, f"external legs show caller ID mode {mode}")
         if self.schedule:
             yield self.schedule.describe()
+        if not self.enabled:
+            yield "switched off unless its user switches it on"
 
 
 def _timed_words(step: Step) -> str:
@@ -318,11 +321,14 @@ def build_plan(extension: str, declaration: Mapping) -> CallPlan:
         too_late_prompt=declaration.get("too_late_prompt"),
         external_cid=_external_cid(declaration),
         schedule=Schedule.from_declaration(declaration.get("schedule")),
+        enabled=declaration.get("enabled", True) is not False,
     )
 
 
-def build_plans(declarations: Mapping[str, Mapping]) -> dict:
-    """Plans of the enabled declarations, by extension (disabled ones get the site's normal handling)."""
+def build_plans(declarations: Mapping[str, Mapping], with_disabled: bool = False) -> dict:
+    """Plans of the enabled declarations, by extension (disabled ones get the site's normal handling).
+    with_disabled: the disabled ones too (their plan's `enabled` is False), for a PBX where users may
+    switch their follow-me on from the phone (followme_toggle_code)."""
     return {extension: build_plan(extension, declaration)
             for extension, declaration in sorted(declarations.items(), key=lambda item: (len(item[0]), item[0]))
-            if declaration["enabled"]}
+            if declaration["enabled"] or with_disabled}

@@ -73,6 +73,13 @@ options:
     description: Seconds an external leg has to press a key before the leg is declined.
     type: int
     default: 5
+  toggle_code:
+    description:
+      - Feature code (e.g. C(*21)) users dial from their own device to switch their follow-me on or off
+        (context C(<context>-toggle), to be included where the phones dial from). Empty, no switch, and
+        disabled declarations are left out of the dialplan.
+    type: str
+    default: ""
   config_dir:
     description: Asterisk configuration directory (C(astetcdir)).
     type: path
@@ -346,6 +353,7 @@ def main():
             confirm_prompt=dict(type="str", default="followme/options"),
             too_late_prompt=dict(type="str", default="followme/sorry"),
             confirm_timeout=dict(type="int", default=5),
+            toggle_code=dict(type="str", default=""),
             config_dir=dict(type="path", default="/etc/asterisk"),
             owner=dict(type="str", default="root"),
             group=dict(type="str", default="asterisk"),
@@ -359,10 +367,10 @@ def main():
         context=p["context"], device=p["device"], outbound_context=p["outbound_context"],
         extension_context=p["extension_context"], voicemail_context=p["voicemail_context"],
         confirm_prompt=p["confirm_prompt"], too_late_prompt=p["too_late_prompt"],
-        confirm_timeout=p["confirm_timeout"],
+        confirm_timeout=p["confirm_timeout"], toggle_code=p["toggle_code"],
     )
     try:
-        plans = build_plans(p["declarations"])
+        plans = build_plans(p["declarations"], with_disabled=bool(p["toggle_code"]))
         managed_text = render(plans, settings)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         module.fail_json(msg=f"cannot render the declarations ({type(exc).__name__}: {exc}); "
