@@ -356,3 +356,22 @@ def test_switch_from_a_device_without_follow_me_changes_nothing(did_route):
     result = place_call(did_route, "*21", hold=3)  # the lab's caller endpoint: no follow-me of its own
     assert result.caller_status == 200, result.format()
     assert asterisk_rx(did_route, "database show FOLLOWME") == before
+
+
+def test_check_reports_a_users_switch_and_a_reset_run_puts_it_back(switch):
+    host = switch
+    _dial_switch(host, "2001")
+    assert _switch_state(host, "2001") == ("off", "NOT_INUSE")
+
+    check = run_playbook("site.yml", CALLS_INVENTORY, limit=host.name, check=True)
+    assert check.ok and check.recap[host.name]["changed"] == 0, check.output
+    assert "extension 2001: its user switched follow-me off (declared on)" in check.output, check.output
+    assert _switch_state(host, "2001") == ("off", "NOT_INUSE")  # --check changes nothing
+
+    reset = run_playbook("site.yml", CALLS_INVENTORY, limit=host.name, extra_vars={"followme_toggle_reset": True})
+    assert reset.ok and reset.recap[host.name]["changed"] == 1, reset.output
+    assert _switch_state(host, "2001") == ("-", "INUSE")  # the declared state, lamp included
+    check_timeline(place_call(host, "2001", {"2001": busy()}),
+                   {"2001": [(0, None)], "2002": [(0, 3)], "2003": [(0, 3)], CARRIER: [(0, 3)]})
+    again = run_playbook("site.yml", CALLS_INVENTORY, limit=host.name, extra_vars={"followme_toggle_reset": True})
+    assert again.ok and again.recap[host.name]["changed"] == 0, again.output

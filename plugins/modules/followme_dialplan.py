@@ -73,13 +73,20 @@ options:
     description: Seconds an external leg has to press a key before the leg is declined.
     type: int
     default: 5
+  toggle_reset:
+    description:
+      - Put every user's switch (O(toggle_code)) back to the declared state (AstDB family C(FOLLOWME) and the
+        lamps C(Custom:FOLLOWME<extension>)). Without it a deploy never touches them; either way the result's
+        C(switched) lists the extensions whose user switch differs from the declaration (a warning in check mode).
+    type: bool
+    default: false
   toggle_code:
     description:
       - Feature code (e.g. C(*21)) users dial from their own device to switch their follow-me on or off
         (context C(<context>-toggle), to be included where the phones dial from). Empty, no switch, and
         disabled declarations are left out of the dialplan.
     type: str
-    default: ""
+    default: "*21"
   config_dir:
     description: Asterisk configuration directory (C(astetcdir)).
     type: path
@@ -276,6 +283,31 @@ class AsteriskDown(Exception):
     pass
 
 
+_SWITCH = re.compile(r"^/FOLLOWME/([0-9]{1,15})\s*:\s*(on|off)\s*$", re.M)
+
+
+def user_switches(module: AnsibleModule, asterisk: Asterisk, plans, result: dict) -> None:
+    """result["switched"]: {extension: on|off} where a user's switch (AstDB FOLLOWME) differs from the
+    declaration; with toggle_reset, those switches are removed and the lamps set to the declared state."""
+    switched = {extension: state for extension, state in _SWITCH.findall(asterisk.rx("database show FOLLOWME"))
+                if extension in plans and state != ("on" if plans[extension].enabled else "off")}
+    result["switched"] = switched
+    if module.check_mode and switched:
+        result.setdefault("warnings", []).extend(
+            f"extension {extension}: its user switched follow-me {state} (declared "
+            f"{'on' if state == 'off' else 'off'})" + ("; toggle_reset would put it back" if module.params[
+                "toggle_reset"] else "") for extension, state in sorted(switched.items()))
+    if not (module.params["toggle_reset"] and switched):
+        return
+    result["changed"] = True
+    result["reset"] = sorted(switched)
+    if module.check_mode:
+        return
+    for extension in sorted(switched):
+        asterisk.rx(f"database del FOLLOWME {extension}")
+        asterisk.rx(f"devstate change Custom:FOLLOWME{extension} {'INUSE' if plans[extension].enabled else 'NOT_INUSE'}")
+
+
 def with_include(text: str) -> str:
     """The site's extensions.conf with the one managed include line; every other byte as it was."""
     if _INCLUDED.search(text):
@@ -353,7 +385,8 @@ def main():
             confirm_prompt=dict(type="str", default="followme/options"),
             too_late_prompt=dict(type="str", default="followme/sorry"),
             confirm_timeout=dict(type="int", default=5),
-            toggle_code=dict(type="str", default=""),
+            toggle_code=dict(type="str", default="*21"),
+            toggle_reset=dict(type="bool", default=False),
             config_dir=dict(type="path", default="/etc/asterisk"),
             owner=dict(type="str", default="root"),
             group=dict(type="str", default="asterisk"),
@@ -404,6 +437,7 @@ def main():
             module.exit_json(**result)
         module.fail_json(msg=f"Asterisk is not running (asterisk -rx: {exc}); nothing was written", **result)
     result["previous_revision"] = live
+    user_switches(module, asterisk, plans, result)
     if not changed_paths and live == revision:
         module.exit_json(**result)
     result["changed"] = True

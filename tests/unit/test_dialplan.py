@@ -179,3 +179,31 @@ def test_schedule_is_gosub_data():
 def test_renderer_refuses_unsafe_schedules_even_without_validation(bad):
     with pytest.raises(ValueError, match="refusing to write schedule"):
         render(build_plans({"2001": declaration(schedule=bad)}), SETTINGS)
+
+
+TOGGLE_SETTINGS = Settings(**{**SETTINGS.__dict__, "toggle_code": "*21"})
+
+
+def test_users_switch_renders_disabled_declarations_with_a_label_and_one_hint_each():
+    declarations = {"2001": declaration(), "2002": declaration(enabled=False)}
+    text = render(build_plans(declarations, with_disabled=True), TOGGLE_SETTINGS)
+    assert " same => n(disabled),VoiceMail(2001@default,u)" in text  # 2002's no-answer line carries the label
+    assert "exten => 2002,1,Gosub(followme-call" in text
+    assert "exten => *212001,hint,Custom:FOLLOWME2001\nexten => *212002,hint,Custom:FOLLOWME2002\n" in text
+    assert "exten => *21,1,Set(fm_base=" in text and '"${fm_base}" != "PJSIP/${fm_ext}"' in text
+    assert "Set(LOCAL(on)=${IF(${DIALPLAN_EXISTS(followme,${ARG1},disabled)}?off:on)})" in text
+    found = counts(text)
+    assert found["followme"] == (2, 4) and found["followme-toggle"][0] == 3  # *21 and two hints
+
+
+def test_without_a_toggle_code_disabled_declarations_are_left_out():
+    declarations = {"2001": declaration(), "2002": declaration(enabled=False)}
+    text = render(build_plans(declarations, with_disabled=True), SETTINGS)
+    assert "2002,1" not in text and "followme-toggle" not in text and "DB_EXISTS" not in text
+    assert counts(text)["followme"] == (1, 2)
+
+
+@pytest.mark.parametrize("bad", ["*21;", "21", "*", "*2#", "${X}", "*123456789", "*21\n"])
+def test_renderer_refuses_unsafe_toggle_codes(bad):
+    with pytest.raises(ValueError, match="refusing to write toggle_code"):
+        render({}, Settings(**{**SETTINGS.__dict__, "toggle_code": bad}))
