@@ -305,7 +305,8 @@ def user_switches(module: AnsibleModule, asterisk: Asterisk, plans, result: dict
         return
     for extension in sorted(switched):
         asterisk.rx(f"database del FOLLOWME {extension}")
-        asterisk.rx(f"devstate change Custom:FOLLOWME{extension} {'INUSE' if plans[extension].enabled else 'NOT_INUSE'}")
+        lamp = "INUSE" if plans[extension].enabled else "NOT_INUSE"
+        asterisk.rx(f"devstate change Custom:FOLLOWME{extension} {lamp}")
 
 
 def with_include(text: str) -> str:
