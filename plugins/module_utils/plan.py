@@ -186,8 +186,8 @@ class CallPlan:
             elif step.pick == EACH:
                 text = f"ring {joined} one at a time, {step.seconds} s each"
             elif step.pick == GROW:
-                text = (f"ring {names[0]}, then add {', '.join(names[1:])} one by one every {step.seconds} s, "
-                        f"each ringing on until {len(names) * step.seconds} s")
+                text = (f"ring {names[0]}, then add {', '.join(names[1:])} one by one, {step.seconds} s each step, "
+                        f"all ringing on until {len(names) * step.seconds} s")
             elif step.pick == FIRST_AVAILABLE:
                 text = f"ring the first available of {joined} for {step.seconds} s"
             elif step.pick == FIRST_IDLE:

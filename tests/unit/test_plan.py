@@ -90,7 +90,7 @@ def test_external_primary_is_never_busy():
     ("ringall", 7, "2001: ring 2001 for 7 s; then ring 2001, 2002, 909121234567# together for 20 s; "
                    "then voicemail 2001"),
     ("hunt", 0, "2001: ring 2001, 2002, 909121234567# one at a time, 20 s each; then voicemail 2001"),
-    ("memoryhunt", 0, "2001: ring 2001, then add 2002, 909121234567# one by one every 20 s, each ringing on "
+    ("memoryhunt", 0, "2001: ring 2001, then add 2002, 909121234567# one by one, 20 s each step, all ringing on "
                       "until 60 s; then voicemail 2001"),
     ("firstavailable", 0, "2001: ring the first available of 2001, 2002, 909121234567# for 20 s; "
                           "then voicemail 2001"),
