@@ -231,8 +231,10 @@ def _toggle_context(plans: Mapping[str, CallPlan], settings: Settings) -> str:
         return ""
     code = _require(_TOGGLE_CODE, settings.toggle_code, "toggle_code")
     prefix = settings.device.split("{extension}")[0]
+    # Descending: pbx_config inserts each extension into a sorted list walked from its head, so ascending
+    # order would cost O(n^2) at every reload (../shared/FACTS.md).
     hints = "".join(f"exten => {code}{_require(_NUMBER, extension, 'extension')},hint,Custom:FOLLOWME{extension}\n"
-                    for extension in plans)
+                    for extension in sorted(plans, reverse=True))
     return "\n" + TOGGLE.format(c=settings.context, code=code, prefix=prefix, plen=len(prefix)) + hints
 
 

@@ -189,7 +189,7 @@ def test_users_switch_renders_disabled_declarations_with_a_label_and_one_hint_ea
     text = render(build_plans(declarations, with_disabled=True), TOGGLE_SETTINGS)
     assert " same => n(disabled),VoiceMail(2001@default,u)" in text  # 2002's no-answer line carries the label
     assert "exten => 2002,1,Gosub(followme-call" in text
-    assert "exten => *212001,hint,Custom:FOLLOWME2001\nexten => *212002,hint,Custom:FOLLOWME2002\n" in text
+    assert "exten => *212002,hint,Custom:FOLLOWME2002\nexten => *212001,hint,Custom:FOLLOWME2001\n" in text
     assert "exten => *21,1,Set(fm_base=" in text and '"${fm_base}" != "PJSIP/${fm_ext}"' in text
     assert "Set(LOCAL(on)=${IF(${DIALPLAN_EXISTS(followme,${ARG1},disabled)}?off:on)})" in text
     found = counts(text)
