@@ -90,7 +90,9 @@ def test_removed_declaration_disappears_from_the_live_dialplan(lab_host, redeplo
 def test_disabled_declaration_gets_the_site_normal_handling(lab_host, redeploy_after):
     run = deploy(lab_host, extra_vars=declarations(**{"2002": {**CALLS["followme"]["2002"], "enabled": False}}))
     assert run.ok, run.output
-    assert "2002" not in live_extensions(lab_host)
+    # Not in the dialplan, or (with the users' switch, followme_toggle_code) only as a switched-off default.
+    assert "2002" not in live_extensions(lab_host) or "[disabled]" in asterisk_rx(lab_host,
+                                                                                 "dialplan show 2002@followme")
     result = place_call(lab_host, "2002", {"2002": answer(after=1)})
     assert result.answered_by == "2002", result.format()
     assert result.rung == ["2002"], result.format()  # the device alone, as the site's dialplan does

@@ -234,7 +234,7 @@ def _span(start: datetime, hours_from: int, hours_to: int) -> str:
     return f"{start + timedelta(hours=hours_from):%H:%M}-{start + timedelta(hours=hours_to):%H:%M}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def scheduled(call_declarations):
     host = call_declarations
     now = datetime.strptime(ssh(host, "date +%Y-%m-%dT%H:%M").stdout.strip(), "%Y-%m-%dT%H:%M")
@@ -263,19 +263,22 @@ def scheduled(call_declarations):
     assert run.ok, run.output
 
 
-@pytest.mark.parametrize("extension", ["2001", "2003", "2005", "2007", "2009", "2002"])
-def test_schedule_decides_whether_follow_me_is_active(scheduled, extension):
-    host, schedules = scheduled
-    declaration, active = schedules[extension]
-    result = place_call(host, extension, {extension: busy()})
-    entry = declaration["list"][0]
-    if active:  # the list rings, E's device does not (P = 0)
-        check_timeline(result, {entry: [(0, 2)]})
-        hung_up(result, 2)
-    else:  # the site's normal handling: E's device (486), then its voicemail; the list never rings
-        check_timeline(result, {extension: [(0, None)]})
-        reached_voicemail(result, extension)
-        assert result.destination["context"] == "from-internal", result.format()
+class TestSchedules:
+    """One deploy of the scheduled declarations for the class (class scope: put back before the next tests)."""
+
+    @pytest.mark.parametrize("extension", ["2001", "2003", "2005", "2007", "2009", "2002"])
+    def test_schedule_decides_whether_follow_me_is_active(self, scheduled, extension):
+        host, schedules = scheduled
+        declaration, active = schedules[extension]
+        result = place_call(host, extension, {extension: busy()})
+        entry = declaration["list"][0]
+        if active:  # the list rings, E's device does not (P = 0)
+            check_timeline(result, {entry: [(0, 2)]})
+            hung_up(result, 2)
+        else:  # the site's normal handling: E's device (486), then its voicemail; the list never rings
+            check_timeline(result, {extension: [(0, None)]})
+            reached_voicemail(result, extension)
+            assert result.destination["context"] == "from-internal", result.format()
 
 
 # -- the users' own switch (*21) ----------------------------------------------------------------------
@@ -343,6 +346,7 @@ def test_users_switch_survives_a_deploy_and_the_next_call_follows_it(switch):
     check_timeline(place_call(host, "2001", {"2001": busy()}), followed)
 
     # enabled: false is the default state: the site's handling until its user switches it on.
+    assert "[disabled]" in asterisk_rx(host, "dialplan show 2006@followme")  # in the dialplan, labelled
     _site_handling(place_call(host, "2006", {"2006": busy()}), "2006")
     _dial_switch(host, "2006")
     assert _switch_state(host, "2006") == ("on", "INUSE")
