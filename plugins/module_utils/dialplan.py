@@ -226,16 +226,14 @@ def counts(text: str) -> Dict[str, Tuple[int, int]]:
 
 
 def _toggle_context(plans: Mapping[str, CallPlan], settings: Settings) -> str:
-    """[<context>-toggle]: the users' switch and one hint per extension (nothing without a toggle code)."""
+    """[<context>-toggle]: the users' switch and one pattern hint for every extension's lamp (nothing without
+    a toggle code). One dynamic hint (Asterisk makes <code><extension> when a phone subscribes to it) instead of
+    one per extension: 10,000 static hints made every reload about 10 s slower."""
     if not settings.toggle_code:
         return ""
     code = _require(_TOGGLE_CODE, settings.toggle_code, "toggle_code")
     prefix = settings.device.split("{extension}")[0]
-    # Descending: pbx_config inserts each extension into a sorted list walked from its head, so ascending
-    # order would cost O(n^2) at every reload (../shared/FACTS.md).
-    hints = "".join(f"exten => {code}{_require(_NUMBER, extension, 'extension')},hint,Custom:FOLLOWME{extension}\n"
-                    for extension in sorted(plans, reverse=True))
-    return "\n" + TOGGLE.format(c=settings.context, code=code, prefix=prefix, plen=len(prefix)) + hints
+    return "\n" + TOGGLE.format(c=settings.context, code=code, prefix=prefix, plen=len(prefix), clen=len(code))
 
 
 # The users' switch: the state a user chose lives in AstDB FOLLOWME/<extension> (on/off); without one the
@@ -250,7 +248,7 @@ TOGGLE = """\
 [{c}-toggle]
 ; include => {c}-toggle in the context the phones dial from. {code} from a device switches the follow-me
 ; of its own extension (the channel {prefix}<extension>-...) on or off: AstDB FOLLOWME/<extension>, and
-; the lamp Custom:FOLLOWME<extension>, the hint of {code}<extension> (INUSE: on). Deploys never touch them.
+; the lamp Custom:FOLLOWME<extension>, the (pattern) hint of {code}<extension> (INUSE: on). Deploys never touch them.
 exten => {code},1,Set(fm_base=${{FILTER(A-Za-z0-9_/@.-,${{CHANNEL(name):0:-9}})}})
  same => n,Set(fm_ext=${{FILTER(0123456789,${{fm_base:{plen}}})}})
  same => n,GotoIf($["${{fm_ext}}" = "" | "${{fm_base}}" != "{prefix}${{fm_ext}}"]?refuse)
@@ -266,6 +264,7 @@ exten => {code},1,Set(fm_base=${{FILTER(A-Za-z0-9_/@.-,${{CHANNEL(name):0:-9}})}
  same => n(refuse),Answer()
  same => n,Playback(feature-not-avail-line)
  same => n,Hangup()
+exten => _{code}X.,hint,Custom:FOLLOWME${{EXTEN:{clen}}}
 """
 
 
