@@ -68,8 +68,10 @@ def test_check_mode_writes_and_reloads_nothing_and_diff_shows_the_change(lab_hos
     changed = declarations(**{"2003": {**CALLS["followme"]["2003"], "ring_time": 9}})
     run = deploy(lab_host, extra_vars=changed, check=True, diff=True)
     assert run.ok and run.recap[lab_host.name]["changed"] == 1, run.output
-    assert "-exten => 2003,1,Gosub(followme-call,s,1(2003,,0,Rk0g,,,,pre:2:0e2003,each:3:0i2004-0i2005))" in run.output
-    assert "+exten => 2003,1,Gosub(followme-call,s,1(2003,,0,Rk0g,,,,pre:2:0e2003,each:9:0i2004-0i2005))" in run.output
+    assert ("-exten => 2003,1,Gosub(followme-call,s,1(2003,,0,Rk0g,,,,,,,,pre:2:0e2003,each:3:0i2004-0i2005))"
+            in run.output)
+    assert ("+exten => 2003,1,Gosub(followme-call,s,1(2003,,0,Rk0g,,,,,,,,pre:2:0e2003,each:9:0i2004-0i2005))"
+            in run.output)
     assert file_state(lab_host) == files
     assert last_reload(lab_host) >= reloaded
 
@@ -86,7 +88,9 @@ def test_removed_declaration_disappears_from_the_live_dialplan(lab_host, redeplo
 def test_disabled_declaration_gets_the_site_normal_handling(lab_host, redeploy_after):
     run = deploy(lab_host, extra_vars=declarations(**{"2002": {**CALLS["followme"]["2002"], "enabled": False}}))
     assert run.ok, run.output
-    assert "2002" not in live_extensions(lab_host)
+    # Not in the dialplan, or (with the users' switch, followme_toggle_code) only as a switched-off default.
+    assert "2002" not in live_extensions(lab_host) or "[disabled]" in asterisk_rx(lab_host,
+                                                                                 "dialplan show 2002@followme")
     result = place_call(lab_host, "2002", {"2002": answer(after=1)})
     assert result.answered_by == "2002", result.format()
     assert result.rung == ["2002"], result.format()  # the device alone, as the site's dialplan does

@@ -44,6 +44,17 @@ FREE_TEXT = {
                                   r"\u05D0-\u05EA\u0620-\u064A\u0660-\u0669\u0671-\u06D3\u06F0-\u06F9-]{1,20}\Z"),
     "alert_info": re.compile(r"[A-Za-z0-9<>:/._;=@?&%~+-]{1,128}\Z"),
 }
+_CID_MODE = re.compile(r"(fixed|outside_fixed|dialed|force_dialed)\Z")
+_CID_NUMBER = re.compile(r"\+?[0-9]{1,20}\Z")
+_TIME_FIELDS = (
+    re.compile(r"(\*|([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9])\Z"),
+    re.compile(r"(\*|(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?)\Z"),
+    re.compile(r"(\*|([1-9]|[12][0-9]|3[01])(-([1-9]|[12][0-9]|3[01]))?)\Z"),
+    re.compile(r"(\*|(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)(-(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov"
+               r"|dec))?)\Z"),
+)
+_TOGGLE_CODE = re.compile(r"\*[0-9]{1,8}\Z")
+_TIMEZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,29}(/[A-Za-z0-9_+-]{1,30}){0,2}\Z")
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class Settings:
     confirm_prompt: str
     too_late_prompt: str
     confirm_timeout: int
+    toggle_code: str = ""  # the users' own switch (e.g. *21); empty: no switch, disabled declarations not written
 
     def check(self) -> None:
         for name in ("context", "outbound_context", "extension_context", "voicemail_context"):
@@ -65,6 +77,8 @@ class Settings:
         _require(_DEVICE, self.device, "device")
         _require(_SOUND, self.confirm_prompt, "confirm_prompt")
         _require(_SOUND, self.too_late_prompt, "too_late_prompt")
+        if self.toggle_code:
+            _require(_TOGGLE_CODE, self.toggle_code, "toggle_code")
         if not (isinstance(self.confirm_timeout, int) and 1 <= self.confirm_timeout <= 60):
             raise ValueError(f"confirm_timeout must be an integer from 1 to 60, not {self.confirm_timeout!r}")
 
@@ -88,11 +102,19 @@ def free_text(plan: CallPlan, field: str) -> str:
 
 def _leg_code(leg) -> str:
     kind = "e" if leg.own else ("x" if leg.external else "i")
-    return f"{leg.delay}{kind}{_require(_NUMBER, leg.number, 'list entry')}"
+    return f"{_seconds(leg.delay, 0, 'delay')}{kind}{_require(_NUMBER, leg.number, 'list entry')}" + (
+        f"t{_seconds(leg.ring, 1, 'entry ring_time')}" if getattr(leg, "ring", None) is not None else "")
+
+
+def _seconds(value, low: int, what: str) -> int:
+    if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= 999):
+        raise ValueError(f"refusing to write {what} {value!r} into the dialplan: not an integer from {low} to 999")
+    return value
 
 
 def gosub_arguments(plan: CallPlan) -> str:
-    """The data a plan becomes: EXTENSION,PRIMARY,CONFIRM,CID64,ALERT64,MOH,ANNOUNCEMENT,STEP..."""
+    """The data a plan becomes: EXTENSION,PRIMARY,CONFIRM,CID64,ALERT64,MOH,ANNOUNCEMENT,
+    CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE,STEP..."""
     steps = []
     for step in plan.steps:
         pick = "pre" if step.pick == ALL and all(leg.own for leg in step.legs) else step.pick
@@ -106,7 +128,45 @@ def gosub_arguments(plan: CallPlan) -> str:
         _require(_NAME, plan.music_on_hold, "music_on_hold") if plan.music_on_hold else "",
         _require(_SOUND, plan.announcement, "announcement") if plan.announcement else "",
     ]
-    return ",".join(fields + steps)
+    return ",".join(fields + feature_arguments(plan) + steps)
+
+
+def feature_arguments(plan: CallPlan) -> list:
+    """ARG8..ARG11 of the Gosub: CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE (empty: the site's / none)."""
+    return [
+        _require(_SOUND, plan.confirm_prompt, "confirm_prompt") if plan.confirm_prompt else "",
+        _require(_SOUND, plan.too_late_prompt, "too_late_prompt") if plan.too_late_prompt else "",
+        _external_cid_argument(plan),
+        _schedule_argument(plan),
+    ]
+
+
+def _schedule_argument(plan: CallPlan) -> str:
+    """ARG11: <i|o>~RANGE~RANGE...; RANGE = TIMES!WEEKDAYS!DAYS!MONTHS!TIMEZONE (GotoIfTime's fields)."""
+    schedule = getattr(plan, "schedule", None)
+    if not schedule:
+        return ""
+    if schedule.active not in ("inside", "outside") or not schedule.ranges:
+        raise ValueError(f"refusing to write schedule {schedule!r} into the dialplan")
+    zone = _require(_TIMEZONE, schedule.timezone, "schedule timezone") if schedule.timezone else ""
+    ranges = []
+    for item in schedule.ranges:
+        if len(item) != len(_TIME_FIELDS):
+            raise ValueError(f"refusing to write schedule range {item!r} into the dialplan")
+        ranges.append("!".join(_require(_TIME_FIELDS[index], value, "schedule range field")
+                               for index, value in enumerate(item)) + "!" + zone)
+    return "~".join([schedule.active[0]] + ranges)
+
+
+def _external_cid_argument(plan: CallPlan) -> str:
+    """ARG10: MODE:NUMBER of the caller ID on external legs, empty for mode default."""
+    if not plan.external_cid:
+        return ""
+    mode, number = plan.external_cid
+    _require(_CID_MODE, mode, "external_cid_mode")
+    if number or mode != "dialed":
+        _require(_CID_NUMBER, number, "external_cid_number")
+    return f"{mode}:{number}"
 
 
 def no_answer_application(plan: CallPlan, settings: Settings) -> str:
@@ -132,10 +192,13 @@ def render(plans: Mapping[str, CallPlan], settings: Settings) -> str:
     c = settings.context
     lines = [f"[{c}]", f"; Entered at <extension>@{c}; one Gosub per extension, logic in [{c}-call]."]
     for extension, plan in sorted(plans.items(), reverse=True):  # descending: see the module's docstring
+        if not getattr(plan, "enabled", True) and not settings.toggle_code:
+            continue  # without the users' switch a disabled declaration is simply not there
         lines += [
             _comment(plan.describe()),
             f"exten => {_require(_NUMBER, extension, 'extension')},1,Gosub({c}-call,s,1({gosub_arguments(plan)}))",
-            f" same => n,{no_answer_application(plan, settings)}",
+            f" same => n{'' if getattr(plan, 'enabled', True) else '(disabled)'},"
+            f"{no_answer_application(plan, settings)}",
         ]
     body = "\n".join(lines) + "\n\n" + SUBROUTINES.format(
         c=c,
@@ -143,10 +206,12 @@ def render(plans: Mapping[str, CallPlan], settings: Settings) -> str:
         device_num=settings.device_of("num"),
         device_leg=settings.device_of("fm_num"),
         outbound=settings.outbound_context,
+        extension=settings.extension_context,
         confirm_prompt=settings.confirm_prompt,
         too_late_prompt=settings.too_late_prompt,
         timeout=settings.confirm_timeout,
-    )
+        toggle_check=TOGGLE_CHECK.format(c=c) if settings.toggle_code else "",
+    ) + _toggle_context(plans, settings)
     revision = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
     return (f"{HEADER}\n; Revision {revision}: the follow-me declarations of this host, see `dialplan show {c}`.\n\n"
             f"{body}\n[{c}-revision]\nexten => s,1,NoOp({revision})\n")
@@ -179,19 +244,75 @@ def counts(text: str) -> Dict[str, Tuple[int, int]]:
     return {context: (value[0], value[1]) for context, value in result.items()}
 
 
+def _toggle_context(plans: Mapping[str, CallPlan], settings: Settings) -> str:
+    """[<context>-toggle]: the users' switch and one pattern hint for every extension's lamp (nothing without
+    a toggle code). One dynamic hint (Asterisk makes <code><extension> when a phone subscribes to it) instead of
+    one per extension: 10,000 static hints made every reload about 10 s slower."""
+    if not settings.toggle_code:
+        return ""
+    code = _require(_TOGGLE_CODE, settings.toggle_code, "toggle_code")
+    prefix = settings.device.split("{extension}")[0]
+    return "\n" + TOGGLE.format(c=settings.context, code=code, prefix=prefix, plen=len(prefix), clen=len(code))
+
+
+# The users' switch: the state a user chose lives in AstDB FOLLOWME/<extension> (on/off); without one the
+# declaration's enabled decides (a disabled extension's no-answer priority carries the label "disabled").
+TOGGLE_CHECK = """\
+ same => n,Set(LOCAL(on)=${{IF(${{DIALPLAN_EXISTS({c},${{ARG1}},disabled)}}?off:on)}})
+ same => n,ExecIf(${{DB_EXISTS(FOLLOWME/${{ARG1}})}}?Set(LOCAL(on)=${{FILTER(nof,${{DB_RESULT}})}}))
+ same => n,GotoIf($["${{on}}" = "off"]?inactive)
+"""
+
+TOGGLE = """\
+[{c}-toggle]
+; include => {c}-toggle in the context the phones dial from. {code} from a device switches the follow-me
+; of its own extension (the channel {prefix}<extension>-...) on or off: AstDB FOLLOWME/<extension>, and
+; the lamp Custom:FOLLOWME<extension>, the (pattern) hint of {code}<extension> (INUSE: on). Deploys never touch them.
+exten => {code},1,Set(fm_base=${{FILTER(A-Za-z0-9_/@.-,${{CHANNEL(name):0:-9}})}})
+ same => n,Set(fm_ext=${{FILTER(0123456789,${{fm_base:{plen}}})}})
+ same => n,GotoIf($["${{fm_ext}}" = "" | "${{fm_base}}" != "{prefix}${{fm_ext}}"]?refuse)
+ same => n,GotoIf(${{DIALPLAN_EXISTS({c},${{fm_ext}},1)}}?:refuse)
+ same => n,Set(fm_on=${{IF(${{DIALPLAN_EXISTS({c},${{fm_ext}},disabled)}}?off:on)}})
+ same => n,ExecIf(${{DB_EXISTS(FOLLOWME/${{fm_ext}})}}?Set(fm_on=${{FILTER(nof,${{DB_RESULT}})}}))
+ same => n,Set(fm_on=${{IF($["${{fm_on}}" = "on"]?off:on)}})
+ same => n,Set(DB(FOLLOWME/${{fm_ext}})=${{fm_on}})
+ same => n,Set(DEVICE_STATE(Custom:FOLLOWME${{fm_ext}})=${{IF($["${{fm_on}}" = "on"]?INUSE:NOT_INUSE)}})
+ same => n,Answer()
+ same => n,Playback(${{IF($["${{fm_on}}" = "on"]?activated:de-activated)}})
+ same => n,Hangup()
+ same => n(refuse),Answer()
+ same => n,Playback(feature-not-avail-line)
+ same => n,Hangup()
+exten => _{code}X.,hint,Custom:FOLLOWME${{EXTEN:{clen}}}
+"""
+
+
 # The shared logic. {c} is the follow-me context; doubled braces are Asterisk's own.
 SUBROUTINES = """\
 [{c}-call]
-; Gosub({c}-call,s,1(EXTENSION,PRIMARY,CONFIRM,CID_NAME_PREFIX,ALERT_INFO,MUSIC_ON_HOLD,ANNOUNCEMENT,STEP...))
+; Gosub({c}-call,s,1(EXTENSION,PRIMARY,CONFIRM,CID_NAME_PREFIX,ALERT_INFO,MUSIC_ON_HOLD,ANNOUNCEMENT,
+;                     CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE,STEP...))
+;   CONFIRM_PROMPT, TOO_LATE_PROMPT: the extension's own prompts (empty: the site's).
+;   SCHEDULE: <i|o>~RANGE~... follow-me is active inside (i) or outside (o) the ranges, see [{c}-schedule];
+;             when it is not, the call goes on at priority 2 of <EXTENSION>@{extension} (the site's own handling).
+;   CALLER_ID: MODE:NUMBER of the caller ID on external legs (empty: the caller's passes), see [{c}-xcid].
 ;   PRIMARY: for -prim strategies, the extension whose busy device keeps the list from ringing.
 ;   CID_NAME_PREFIX and ALERT_INFO are base64, decoded only as the value of a Set(). STEP = PICK:SECONDS:LEG-LEG-...
-;   PICK: pre (the extension alone), all, each (one at a time), grow (1..k together),
+;   PICK: pre (the extension alone), all, each (one at a time), grow (leg k joins (k-1)*SECONDS in,
+;         one Dial of k*SECONDS: legs already ringing are not rung again),
 ;         avail (first not unavailable), idle (first not in use).
-;   LEG = <delay><kind><number>; kind e: the extension's own ring, i: internal entry, x: external entry.
-;   Device states are read only where they decide something (-prim primary, avail, idle).
+;   LEG = <delay><kind><number>[t<ring time>]; kind e: the extension's own ring, i: internal entry,
+;         x: external entry; t: the entry's own ring time (each/avail/idle: its turn is delay + ring time).
+;   Device states are read only where they decide something (-prim primary, avail, idle, grow).
 ; Returns only when nobody answered: the caller goes on to the no-answer destination.
 exten => s,1,Set(LOCAL(busy)=0)
- same => n,GotoIf($["${{ARG2}}" = ""]?start)
+{toggle_check} same => n,GotoIf($["${{ARG11}}" = ""]?active)
+ same => n,Gosub({c}-schedule,s,1(${{ARG11}}))
+ same => n,GotoIf(${{GOSUB_RETVAL}}?active)
+ same => n(inactive),Set(fm_back=${{ARG1}})
+ same => n,StackPop()
+ same => n,Goto({extension},${{fm_back}},2)
+ same => n(active),GotoIf($["${{ARG2}}" = ""]?start)
  same => n,Set(LOCAL(state)=${{DEVICE_STATE({device_arg2})}})
  same => n,Set(LOCAL(busy)=$["${{state}}" = "INUSE" | "${{state}}" = "BUSY" | "${{state}}" = "RINGINUSE" | "${{state}}" = "ONHOLD"])
  same => n(start),Set(__FM_CALLER=${{CHANNEL}})
@@ -199,10 +320,13 @@ exten => s,1,Set(LOCAL(busy)=0)
  same => n,Set(__FM_ALERT=${{ARG5}})
  same => n,Set(__FM_LEGOPTS=${{IF($["${{ARG5}}" = ""]?:b({c}-predial^s^1))}})
  same => n,Set(LOCAL(name)=${{CALLERID(name)}})
+ same => n,Set(__FM_CPROMPT=${{IF($["${{ARG8}}" = ""]?{confirm_prompt}:${{ARG8}})}})
+ same => n,Set(__FM_LPROMPT=${{IF($["${{ARG9}}" = ""]?{too_late_prompt}:${{ARG9}})}})
+ same => n,Set(__FM_XCID=${{ARG10}})
  same => n,ExecIf($["${{ARG4}}" != ""]?Gosub({c}-prefix,s,1(${{ARG4}})))
  same => n,Set(LOCAL(opts)=${{IF($["${{ARG6}}" = ""]?:m(${{ARG6}}))}}${{IF($[${{ARG3}}]?U({c}-taken))}})
  same => n,Set(LOCAL(played)=0)
- same => n,Set(LOCAL(s)=8)
+ same => n,Set(LOCAL(s)=12)
  same => n(step),GotoIf($[${{s}} > ${{ARGC}}]?done)
  same => n,Set(LOCAL(pick)=${{CUT(ARG${{s}},:,1)}})
  same => n,Set(LOCAL(secs)=${{CUT(ARG${{s}},:,2)}})
@@ -210,33 +334,47 @@ exten => s,1,Set(LOCAL(busy)=0)
  same => n,Set(LOCAL(n)=${{FIELDQTY(legs,-)}})
  same => n,Set(LOCAL(round)=1)
  same => n(round),Set(LOCAL(j)=${{IF($["${{pick}}" = "each"]?${{round}}:1)}})
- same => n,Set(LOCAL(hi)=${{IF($["${{pick}}" = "each" | "${{pick}}" = "grow"]?${{round}}:${{n}})}})
+ same => n,Set(LOCAL(hi)=${{IF($["${{pick}}" = "each"]?${{round}}:${{n}})}})
  same => n,Set(LOCAL(dial)=)
  same => n,Set(LOCAL(list)=0)
+ same => n,Set(LOCAL(grown)=0)
+ same => n,Set(LOCAL(wait)=${{secs}})
  same => n(leg),GotoIf($[${{j}} > ${{hi}}]?dial)
  same => n,Set(LOCAL(leg)=${{CUT(legs,-,${{j}})}})
  same => n,Set(LOCAL(kind)=${{FILTER(eix,${{leg}})}})
  same => n,Set(LOCAL(num)=${{CUT(leg,${{kind}},2)}})
+ same => n,Set(LOCAL(ring)=${{CUT(num,t,2)}})
+ same => n,Set(LOCAL(num)=${{CUT(num,t,1)}})
  same => n,Set(LOCAL(j)=$[${{j}} + 1])
  same => n,GotoIf($[${{busy}} & "${{kind}}" != "e"]?leg)
+ same => n,GotoIf($["${{pick}}" = "grow"]?grow)
  same => n,GotoIf($[("${{pick}}" != "avail" & "${{pick}}" != "idle") | "${{kind}}" = "x"]?add)
  same => n,Set(LOCAL(state)=${{DEVICE_STATE({device_num})}})
  same => n,GotoIf($["${{pick}}" = "avail" & ("${{state}}" = "UNAVAILABLE" | "${{state}}" = "INVALID")]?leg)
  same => n,GotoIf($["${{pick}}" = "idle" & "${{state}}" != "NOT_INUSE"]?leg)
+ same => n,Goto(add)
+ same => n(grow),Set(LOCAL(state)=${{IF($["${{kind}}" = "x"]?NOT_INUSE:${{DEVICE_STATE({device_num})}})}})
+ same => n,Set(LOCAL(unav)=$["${{state}}" = "UNAVAILABLE" | "${{state}}" = "INVALID"])
+ same => n,GotoIf($[${{unav}} & ${{grown}} = 0]?leg)
+ same => n,Set(LOCAL(grown)=$[${{grown}} + 1])
+ same => n,GotoIf(${{unav}}?leg)
+ same => n,Set(LOCAL(leg)=$[${{CUT(leg,${{kind}},1)}} + (${{grown}} - 1) * ${{secs}}]${{kind}}${{num}}${{IF($["${{ring}}" = ""]?:t${{ring}})}})
  same => n(add),Set(LOCAL(dial)=${{dial}}${{IF($["${{dial}}" = ""]?:&)}}Local/${{leg}}@{c}-leg)
  same => n,Set(LOCAL(list)=${{IF($["${{kind}}" = "e"]?${{list}}:1)}})
+ same => n,ExecIf($["${{pick}}" = "each" | "${{pick}}" = "avail" | "${{pick}}" = "idle"]?Set(LOCAL(wait)=$[${{CUT(leg,${{kind}},1)}} + ${{IF($["${{ring}}" = ""]?${{secs}}:${{ring}})}}]))
  same => n,GotoIf($["${{pick}}" = "avail" | "${{pick}}" = "idle"]?dial:leg)
  same => n(dial),GotoIf($["${{dial}}" = ""]?next)
+ same => n,ExecIf($["${{pick}}" = "grow"]?Set(LOCAL(wait)=$[${{grown}} * ${{secs}}]))
  same => n,GotoIf($["${{ARG7}}" = "" | ${{list}} = 0 | ${{played}} = 1]?ring)
  same => n,Answer()
  same => n,Playback(${{ARG7}})
  same => n,Set(LOCAL(played)=1)
  same => n,Set(LOCAL(opts)=${{IF($["${{ARG6}}" = ""]?r)}}${{opts}})
- same => n(ring),Dial(${{dial}},${{secs}},${{opts}})
+ same => n(ring),Dial(${{dial}},${{wait}},${{opts}})
  same => n,GotoIf($["${{DIALSTATUS}}" = "ANSWER"]?answered)
  same => n,ExecIf($["${{DIALSTATUS}}" = "BUSY" & "${{pick}}" = "pre" & "${{ARG2}}" = "${{ARG1}}"]?Set(LOCAL(busy)=1))
  same => n(next),Set(LOCAL(round)=$[${{round}} + 1])
- same => n,GotoIf($[("${{pick}}" = "each" | "${{pick}}" = "grow") & ${{round}} <= ${{n}}]?round)
+ same => n,GotoIf($["${{pick}}" = "each" & ${{round}} <= ${{n}}]?round)
  same => n,Set(LOCAL(s)=$[${{s}} + 1])
  same => n,Goto(step)
  same => n(answered),Hangup()
@@ -247,11 +385,14 @@ exten => s,1,Set(LOCAL(busy)=0)
 ; Local/<delay><kind><number>@{c}-leg: one leg of a follow-me call (see [{c}-call]).
 exten => _X.,1,Set(fm_kind=${{FILTER(eix,${{EXTEN}})}})
  same => n,Set(fm_num=${{CUT(EXTEN,${{fm_kind}},2)}})
+ same => n,Set(fm_ring=${{CUT(fm_num,t,2)}})
+ same => n,Set(fm_num=${{CUT(fm_num,t,1)}})
  same => n,Wait(${{CUT(EXTEN,${{fm_kind}},1)}})
  same => n,GotoIf($["${{fm_kind}}" = "x"]?external)
- same => n,Dial({device_leg},,${{FM_LEGOPTS}})
+ same => n,Dial({device_leg},${{fm_ring}},${{FM_LEGOPTS}})
  same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
- same => n(external),Dial(Local/${{fm_num}}@{outbound},,${{IF($[${{FM_CONFIRM}}]?U({c}-confirm))}})
+ same => n(external),ExecIf($["${{FM_XCID}}" != ""]?Gosub({c}-xcid,s,1))
+ same => n,Dial(Local/${{fm_num}}@{outbound},${{fm_ring}},${{IF($[${{FM_CONFIRM}}]?U({c}-confirm))}})
  same => n,Hangup(${{IF($["${{DIALSTATUS}}" = "BUSY"]?17:19)}})
 
 [{c}-confirm]
@@ -259,7 +400,7 @@ exten => _X.,1,Set(fm_kind=${{FILTER(eix,${{EXTEN}})}})
 ; that leg only; a leg answering after the call was taken hears the too-late prompt. The check and the
 ; setting of the caller's FM_TAKEN are one step under a lock, so of two legs accepting at once one wins.
 exten => s,1,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
- same => n,Read(fm_key,{confirm_prompt},1,,1,{timeout})
+ same => n,Read(fm_key,${{FM_CPROMPT}},1,,1,{timeout})
  same => n,GotoIf($["${{fm_key}}" != "1"]?decline)
  same => n,Set(fm_lock=${{LOCK(followme-${{FM_CALLER}})}})
  same => n,Set(fm_taken=${{SHARED(FM_TAKEN,${{FM_CALLER}})}})
@@ -267,7 +408,7 @@ exten => s,1,GotoIf($["${{SHARED(FM_TAKEN,${{FM_CALLER}})}}" = "1"]?late)
  same => n,Set(fm_lock=${{UNLOCK(followme-${{FM_CALLER}})}})
  same => n,GotoIf($["${{fm_taken}}" = "1"]?late)
  same => n,Return()
- same => n(late),Playback({too_late_prompt})
+ same => n(late),Playback(${{FM_LPROMPT}})
  same => n(decline),Set(GOSUB_RESULT=CONTINUE)
  same => n,Return()
 
@@ -277,6 +418,34 @@ exten => s,1,Set(fm_lock=${{LOCK(followme-${{FM_CALLER}})}})
  same => n,Set(SHARED(FM_TAKEN,${{FM_CALLER}})=1)
  same => n,Set(fm_lock=${{UNLOCK(followme-${{FM_CALLER}})}})
  same => n,Return()
+
+[{c}-xcid]
+; Gosub({c}-xcid,s,1) on an external leg: its caller ID number from FM_XCID = MODE:NUMBER. A call from
+; outside is one whose channel carries FROM_DID (set by the site's inbound route, as FreePBX does),
+; read through FILTER so only digits and + can reach the caller ID.
+exten => s,1,Set(LOCAL(mode)=${{CUT(FM_XCID,:,1)}})
+ same => n,Set(LOCAL(fixed)=${{CUT(FM_XCID,:,2)}})
+ same => n,Set(LOCAL(did)=${{FILTER(0123456789+,${{FROM_DID}})}})
+ same => n,Set(LOCAL(num)=${{IF($["${{mode}}" = "fixed"]?${{fixed}})}})
+ same => n,ExecIf($["${{mode}}" = "outside_fixed" & "${{did}}" != ""]?Set(LOCAL(num)=${{fixed}}))
+ same => n,ExecIf($[("${{mode}}" = "dialed" | "${{mode}}" = "force_dialed") & "${{did}}" != ""]?Set(LOCAL(num)=${{did}}))
+ same => n,ExecIf($["${{mode}}" = "force_dialed" & "${{did}}" = ""]?Set(LOCAL(num)=${{fixed}}))
+ same => n,ExecIf($["${{num}}" != ""]?Set(CALLERID(num)=${{num}}))
+ same => n,Return()
+
+[{c}-schedule]
+; Gosub({c}-schedule,s,1(<i|o>~RANGE~...)): returns 1 when follow-me is active now, else 0.
+; RANGE = TIMES!WEEKDAYS!DAYS!MONTHS!TIMEZONE, the fields of GotoIfTime (TIMEZONE empty: local time).
+exten => s,1,Set(LOCAL(n)=${{FIELDQTY(ARG1,~)}})
+ same => n,Set(LOCAL(i)=2)
+ same => n,Set(LOCAL(inside)=0)
+ same => n(range),GotoIf($[${{i}} > ${{n}}]?done)
+ same => n,Set(LOCAL(r)=${{CUT(ARG1,~,${{i}})}})
+ same => n,Set(LOCAL(i)=$[${{i}} + 1])
+ same => n,GotoIfTime(${{CUT(r,!,1)}},${{CUT(r,!,2)}},${{CUT(r,!,3)}},${{CUT(r,!,4)}},${{CUT(r,!,5)}}?hit)
+ same => n,Goto(range)
+ same => n(hit),Set(LOCAL(inside)=1)
+ same => n(done),Return(${{IF($["${{CUT(ARG1,~,1)}}" = "i"]?${{inside}}:$[1 - ${{inside}}])}})
 
 [{c}-prefix]
 ; Gosub({c}-prefix,s,1(PREFIX)): put the base64 PREFIX before the caller-ID name.

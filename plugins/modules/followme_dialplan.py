@@ -93,6 +93,20 @@ options:
     description: Seconds an external leg has to press a key before the leg is declined.
     type: int
     default: 5
+  toggle_reset:
+    description:
+      - Put every user's switch (O(toggle_code)) back to the declared state (AstDB family C(FOLLOWME) and the
+        lamps C(Custom:FOLLOWME<extension>)). Without it a deploy never touches them; either way the result's
+        C(switched) lists the extensions whose user switch differs from the declaration (a warning in check mode).
+    type: bool
+    default: false
+  toggle_code:
+    description:
+      - Feature code (e.g. C(*21)) users dial from their own device to switch their follow-me on or off
+        (context C(<context>-toggle), to be included where the phones dial from). Empty, no switch, and
+        disabled declarations are left out of the dialplan.
+    type: str
+    default: "*21"
   config_dir:
     description: Asterisk configuration directory (C(astetcdir)).
     type: path
@@ -231,6 +245,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import (
@@ -750,7 +765,8 @@ class Plan:
     main_path: str
     text: str
     attributes: Attributes
-    extension_count: int
+    extension_count: int  # extensions whose follow-me is on by default (enabled declarations)
+    enabled: Mapping[str, bool] = field(default_factory=dict)  # every extension in the file: on by default?
 
     @property
     def data(self) -> bytes:
@@ -782,10 +798,10 @@ def make_plan(params: dict) -> Plan:
         context=params["context"], device=params["device"], outbound_context=params["outbound_context"],
         extension_context=params["extension_context"], voicemail_context=params["voicemail_context"],
         confirm_prompt=params["confirm_prompt"], too_late_prompt=params["too_late_prompt"],
-        confirm_timeout=params["confirm_timeout"],
+        confirm_timeout=params["confirm_timeout"], toggle_code=params["toggle_code"],
     )
     try:
-        plans = build_plans(params["declarations"])
+        plans = build_plans(params["declarations"], with_disabled=bool(params["toggle_code"]))
         text = render(plans, settings)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise Failure(f"cannot render the declarations ({type(exc).__name__}: {exc}); "
@@ -796,7 +812,8 @@ def make_plan(params: dict) -> Plan:
         raise Failure(f"include_file must be a file name in config_dir matching ^[A-Za-z0-9_.-]+\\.conf$, "
                       f"other than {FILE_NAME}, not {include_file!r}; nothing was written")
     return Plan(os.path.join(config_dir, FILE_NAME), os.path.join(config_dir, include_file), text, attributes,
-                len(plans))
+                sum(1 for call in plans.values() if call.enabled),
+                {extension: call.enabled for extension, call in plans.items()})
 
 
 def compare(plan: Plan, before: dict) -> Change:
@@ -1022,6 +1039,8 @@ ARGUMENT_SPEC = dict(
     confirm_prompt=dict(type="str", default="followme/options"),
     too_late_prompt=dict(type="str", default="followme/sorry"),
     confirm_timeout=dict(type="int", default=5),
+    toggle_code=dict(type="str", default="*21"),
+    toggle_reset=dict(type="bool", default=False),
     config_dir=dict(type="path", default="/etc/asterisk"),
     include_file=dict(type="str", default=MAIN_FILE),
     owner=dict(type="str", default="root"),
@@ -1115,12 +1134,40 @@ def survey(module: AnsibleModule, plan: Plan, asterisk: Asterisk, result: dict):
             drift = prove(asterisk, plan.text)
     result["files"] = change.paths
     result["changed"] = bool(change.paths or drift)
+    if asterisk is not None and module.params["toggle_code"]:
+        user_switches(module, asterisk, plan.enabled, result)
     if module._diff and change.paths:
         result["diff"] = diff_of(before, change)
     if drift:
         module.warn(f"the running dialplan differs from {plan.managed_path} ({drift}): "
                     + ("it would be reloaded" if module.check_mode else "reloading it"))
     return before, change, drift
+
+
+_SWITCH = re.compile(r"^/FOLLOWME/([0-9]{1,15})\s*:\s*(on|off)\s*$", re.M)
+
+
+def user_switches(module: AnsibleModule, asterisk: Asterisk, enabled: Mapping[str, bool], result: dict) -> None:
+    """result["switched"]: {extension: on|off} where a user's switch (AstDB FOLLOWME) differs from the
+    declaration; with toggle_reset, those switches are removed and the lamps set to the declared state."""
+    switched = {extension: state for extension, state in _SWITCH.findall(asterisk.rx("database show FOLLOWME"))
+                if extension in enabled and state != ("on" if enabled[extension] else "off")}
+    result["switched"] = switched
+    if module.check_mode:
+        for extension, state in sorted(switched.items()):
+            module.warn(f"extension {extension}: its user switched follow-me {state} (declared "
+                        f"{'on' if state == 'off' else 'off'})"
+                        + ("; toggle_reset would put it back" if module.params["toggle_reset"] else ""))
+    if not (module.params["toggle_reset"] and switched):
+        return
+    result["changed"] = True
+    result["reset"] = sorted(switched)
+    if module.check_mode:
+        return
+    for extension in sorted(switched):
+        asterisk.rx(f"database del FOLLOWME {extension}")
+        lamp = "INUSE" if enabled[extension] else "NOT_INUSE"
+        asterisk.rx(f"devstate change Custom:FOLLOWME{extension} {lamp}")
 
 
 def main():

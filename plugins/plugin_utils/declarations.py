@@ -20,6 +20,7 @@ import copy
 import difflib
 import json
 import re
+import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +64,8 @@ POLICY_VARIABLES = ("followme_known_extensions", "followme_external_allow", "fol
 #: How the site's PBX is wired and where the file goes (the schema has their rules and defaults).
 ROLE_VARIABLES = ("followme_context", "followme_device", "followme_outbound_context", "followme_extension_context",
                   "followme_voicemail_context", "followme_confirm_prompt", "followme_too_late_prompt",
-                  "followme_confirm_timeout", "followme_config_dir", "followme_include_file",
+                  "followme_confirm_timeout", "followme_toggle_code", "followme_toggle_reset", "followme_config_dir",
+                  "followme_include_file",
                   "followme_allow_empty", "followme_file_owner", "followme_file_group", "followme_file_mode")
 #: Declaration layers, merged by extension in this order (a later layer's declaration wins).
 LAYERS = ("followme", "followme_host")
@@ -517,6 +519,7 @@ class Checker:
                             known=policy["followme_known_extensions"], allow=allow, deny=deny,
                             settings=good_settings)
         errors.extend(cross.errors())
+        errors.extend(_feature_checks(host, complete, tainted))
         warnings.extend(cross.warnings())
         return Result(complete, _unique(errors, problems), _unique(warnings), settings)
 
@@ -707,7 +710,7 @@ class _CrossCheck:
             if self.known is not None and extension not in self.known:
                 yield self._error(extension, "(extension key)", extension, "not in followme_known_extensions",
                                   (layer, extension))
-            entries = declaration["list"] if isinstance(declaration["list"], list) else []
+            entries = _entry_numbers(declaration["list"])
             for index, entry in enumerate(entries):
                 if not (isinstance(entry, str) and self.checker._entry.match(entry)):
                     continue  # already an error of its own
@@ -793,7 +796,7 @@ class _CrossCheck:
             return
         longest = max(len(extension) for extension in self.declarations)
         for extension, declaration in sorted(self.declarations.items()):
-            entries = declaration["list"] if isinstance(declaration["list"], list) else []
+            entries = _entry_numbers(declaration["list"])
             for index, entry in enumerate(entries):
                 if not isinstance(entry, str) or len(entry) <= longest or entry.endswith("#") \
                         or entry in self.declarations or not self.checker._entry.match(entry):
@@ -880,3 +883,81 @@ def check_hosts(schema: Mapping, hosts: Mapping[str, Mapping[str, Any]]):
 def load_schema(path: str) -> dict:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def _entry_numbers(entries) -> list:
+    """The numbers of a list's entries: a {number, delay, ring_time} entry counts as its number, so the
+    policy and known-extension checks see every entry whatever its form."""
+    if not isinstance(entries, list):
+        return []
+    return [entry.get("number") if isinstance(entry, Mapping) else entry for entry in entries]
+
+
+def _feature_checks(host: str, declarations: Mapping[str, dict], tainted) -> Iterable[DeclarationError]:
+    """Cross-checks of the issue-9 fields (each in a function of its own)."""
+    for extension, declaration in sorted(declarations.items()):
+        yield from _external_cid_check(host, extension, declaration, tainted[extension])
+        yield from _timed_entries_check(host, extension, declaration, tainted[extension])
+        yield from _schedule_check(host, extension, declaration, tainted[extension])
+
+
+def _schedule_check(host, extension, declaration, tainted) -> Iterable[DeclarationError]:
+    """A schedule's timezone must be one the controller's time-zone database knows (the PBX reads the same
+    IANA names); a range whose days cannot occur in its months (e.g. days 30-31 in feb) never matches."""
+    schedule = declaration.get("schedule")
+    if "schedule" in tainted or not isinstance(schedule, Mapping):
+        return
+    zone = schedule.get("timezone")
+    if zone is not None:
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            yield DeclarationError(host, extension, "schedule.timezone", zone,
+                                   "unknown time zone. Accepted: an IANA time zone name such as Europe/Berlin")
+    for index, item in enumerate(schedule["ranges"]):
+        days, months = item.get("days", "*"), item.get("months", "*")
+        if days == "*" or months == "*" or "-" in months:
+            continue
+        first, _, last = days.partition("-")
+        first, last = int(first), int(last or first)
+        if first > _LONGEST_MONTH[months] and first <= last:
+            yield DeclarationError(host, extension, f"schedule.ranges[{index}].days", days,
+                                   f"{months} has no day {first}: this range never matches. Accepted: days "
+                                   f"that {months} has (1 to {_LONGEST_MONTH[months]})")
+
+
+_LONGEST_MONTH = {"jan": 31, "feb": 29, "mar": 31, "apr": 30, "may": 31, "jun": 30, "jul": 31, "aug": 31,
+                  "sep": 30, "oct": 31, "nov": 30, "dec": 31}
+
+
+def _timed_entries_check(host, extension, declaration, tainted) -> Iterable[DeclarationError]:
+    """An entry given twice (once plain, once with timing) is an error; in ringall, ringallv2 and memoryhunt
+    strategies an entry's delay must be shorter than ring_time (it would join after its step ended)."""
+    if tainted & {"list", "strategy", "ring_time", "(declaration)"}:
+        return
+    seen: dict = {}
+    for index, entry in enumerate(declaration["list"]):
+        number = entry["number"] if isinstance(entry, Mapping) else entry
+        if number in seen:
+            yield DeclarationError(host, extension, f"list[{index}]", entry,
+                                   f"entry {number} appears twice (also list[{seen[number]}]). Accepted: "
+                                   "each number once, plain or with its own timing")
+        seen.setdefault(number, index)
+        delay = entry.get("delay", 0) if isinstance(entry, Mapping) else 0
+        joined = declaration["strategy"].split("-")[0] in ("ringall", "ringallv2", "memoryhunt")
+        if joined and delay >= declaration["ring_time"]:
+            yield DeclarationError(host, extension, f"list[{index}].delay", delay,
+                                   f"with strategy {declaration['strategy']} the entry would join after its "
+                                   f"step of ring_time {declaration['ring_time']} s ended. Accepted: a delay "
+                                   "shorter than ring_time")
+
+
+def _external_cid_check(host, extension, declaration, tainted) -> Iterable[DeclarationError]:
+    """external_cid_mode fixed, outside_fixed and force_dialed need external_cid_number."""
+    if tainted & {"external_cid_mode", "external_cid_number", "(declaration)"}:
+        return
+    mode = declaration.get("external_cid_mode")
+    if mode in ("fixed", "outside_fixed", "force_dialed") and declaration.get("external_cid_number") is None:
+        yield DeclarationError(host, extension, "external_cid_number", None,
+                               f"external_cid_mode {mode} sends this number, but none is set (here or in "
+                               "followme_defaults). Accepted: 1 to 20 digits, one optional leading +")

@@ -35,7 +35,12 @@ from typing import Any, Callable, Iterable, Mapping
 
 #: Declaration fields in the order they are written (the schema's order; a unit test checks it).
 FIELDS = ("list", "initial_ring_time", "strategy", "ring_time", "no_answer", "enabled", "confirm_calls",
-          "cid_name_prefix", "alert_info", "music_on_hold", "announcement")
+          "cid_name_prefix", "alert_info", "music_on_hold", "announcement", "confirm_prompt", "too_late_prompt",
+          "external_cid_mode", "external_cid_number", "schedule")
+#: FreePBX's changecid modes (findmefollow) -> external_cid_mode.
+CID_MODES = {"default": "default", "fixed": "fixed", "extern": "outside_fixed", "did": "dialed",
+             "forcedid": "force_dialed"}
+_CID_NUMBER = re.compile(r"\+?[0-9]{1,20}")
 STRATEGIES = ("ringall", "ringall-prim", "hunt", "hunt-prim", "memoryhunt", "memoryhunt-prim",
               "firstavailable", "firstnotonphone", "ringallv2", "ringallv2-prim")
 #: FreePBX's defaults (findmefollow install.php: FOLLOWME_RG_STRATEGY, FOLLOWME_TIME).
@@ -176,18 +181,10 @@ def _declaration(ext: str, keys: Mapping[str, str], users: Mapping[str, Mapping[
         declaration["music_on_hold"] = _optional(keys, "ringing", _MOH, note=note, name="music_on_hold",
                                                  accepted="a class name of letters, digits, _ and -")
     declaration["announcement"] = _announcement(keys, note)
-
-    for key, prompt in (("remotealertmsg", "followme_confirm_prompt"), ("toolatemsg", "followme_too_late_prompt")):
-        if keys.get(key, "").strip():
-            note(key, f"not carried over: one prompt per PBX here, the role variable {prompt} "
-                      "(set it to this file's name if every extension used it)")
-    changecid = keys.get("changecid", "").strip().lower()
-    fixed = keys.get("fixedcid", "").strip()
-    if changecid in ("did", "forcedid", "fixed", "extern"):
-        note("changecid", "not carried over (not supported here yet): external legs keep the caller's number"
-                          + (f"; fixedcid was {json.dumps(fixed)}" if fixed else ""))
-    elif changecid not in ("", "default"):
-        note("changecid", "nothing to carry over: FreePBX treats an unknown mode as default")
+    declaration["confirm_prompt"] = _announcement(keys, note, key="remotealertmsg", field="confirm_prompt")
+    declaration["too_late_prompt"] = _announcement(keys, note, key="toolatemsg", field="too_late_prompt")
+    declaration["external_cid_mode"], declaration["external_cid_number"] = _caller_id(keys, note)
+    declaration["schedule"] = None  # FreePBX's Follow Me has no schedule of its own
     for key in sorted(set(keys) - set(KEYS)):
         if keys[key].strip():
             note(key, "not carried over: no such setting here")
@@ -268,21 +265,42 @@ def _optional(keys: Mapping[str, str], key: str, pattern: re.Pattern, *, note: C
     return None
 
 
-def _announcement(keys: Mapping[str, str], note: Callable) -> str | None:
-    value = keys.get("annmsg", "").strip()
+def _announcement(keys: Mapping[str, str], note: Callable, key: str = "annmsg",
+                  field: str = "announcement") -> str | None:
+    """A sound file setting (annmsg, remotealertmsg, toolatemsg) as the field it becomes, or None."""
+    value = keys.get(key, "").strip()
     if not value:
         return None
     if value.isdigit():
-        note("annmsg", "not carried over (announcement is null): a recording id, with no file name here; "
-                       "set announcement to the recording's sound file")
+        note(key, f"not carried over ({field} is null): a recording id, with no file name here; "
+                  f"set {field} to the recording's sound file")
         return None
     if _SOUND.fullmatch(value):
-        note("annmsg", f"imported as announcement: {json.dumps(value)}: make sure this sound file is on the PBX "
-                       "you deploy to")
+        note(key, f"imported as {field}: {json.dumps(value)}: make sure this sound file is on the PBX "
+                  "you deploy to")
         return value
-    note("annmsg", "not carried over (announcement is null): one sound file name here (path parts of letters, "
-                   "digits, _ and - joined by /), no list of files or other characters")
+    note(key, f"not carried over ({field} is null): one sound file name here (path parts of letters, "
+              "digits, _ and - joined by /), no list of files or other characters")
     return None
+
+
+def _caller_id(keys: Mapping[str, str], note: Callable) -> tuple[str, str | None]:
+    """(external_cid_mode, external_cid_number) from changecid and fixedcid."""
+    changecid = keys.get("changecid", "").strip().lower()
+    fixed = keys.get("fixedcid", "").strip()
+    number = fixed if _CID_NUMBER.fullmatch(fixed) else None
+    if fixed and number is None:
+        note("fixedcid", "not carried over (external_cid_number is null): 1 to 20 digits, one optional leading +")
+    if changecid not in CID_MODES:
+        if changecid:
+            note("changecid", "imported as external_cid_mode: default (FreePBX treats an unknown mode as default)")
+        return "default", number
+    mode = CID_MODES[changecid]
+    if mode in ("fixed", "outside_fixed", "force_dialed") and number is None:
+        note("changecid", f"imported as external_cid_mode: default: {changecid} sends fixedcid, which is not "
+                          "a number here")
+        return "default", None
+    return mode, number
 
 
 def _destination(postdest: str, users: Mapping[str, Mapping[str, str]], voicemail_context: str,

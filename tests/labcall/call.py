@@ -461,7 +461,8 @@ def place_call(host: Host | Mapping[str, Any], extension: str,  # noqa: PLR0917 
                agents: Mapping[str, Behaviour | Occupied] | None = None,
                carrier: Behaviour | Occupied | None = None, hold: float = 1.0, timeout: float = 60,
                caller_name: str = "Alice", *, ready_timeout: float = 15.0, trunk_caller: str | None = None,
-               digits: str = "", press_after: float = 1.0, digit_gap: float = 0.3) -> CallResult:
+               digits: str = "", press_after: float = 1.0, digit_gap: float = 0.3,
+               caller_user: str = CALLER) -> CallResult:
     """Call `extension` on `host` from a SIPp caller and record what every agent saw.
 
     agents: device extension → behaviour (or an Occupied from occupy()); every
@@ -477,12 +478,14 @@ def place_call(host: Host | Mapping[str, Any], extension: str,  # noqa: PLR0917 
     digits: DTMF the caller sends once answered (in-dialog INFOs, the first
     `press_after` s after the 2xx, then `digit_gap` s apart); `hold` counts from
     the last one.
+    caller_user: the From user, i.e. the PJSIP endpoint the call comes in on: "caller" (an internal
+    caller) or "pstn" (a call from outside on the trunk, e.g. to a DID 5550<ext>).
     """
     host = Host.from_any(host)
     if trunk_caller is not None and not str(trunk_caller).isdigit():
         raise ValueError(f"trunk_caller is a phone number (digits), got {trunk_caller!r}")
-    caller = _Dialer(user=str(trunk_caller) if trunk_caller is not None else CALLER,
-                     endpoint=CARRIER if trunk_caller is not None else CALLER,
+    caller = _Dialer(user=str(trunk_caller) if trunk_caller is not None else caller_user,
+                     endpoint=CARRIER if trunk_caller is not None else caller_user,
                      headers="X-Lab-Trunk: carrier\n" if trunk_caller is not None else "",
                      digits=str(digits), press_after=press_after, digit_gap=digit_gap)
     began = time.monotonic()

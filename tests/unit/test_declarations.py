@@ -102,13 +102,14 @@ def test_bad_values_are_named(check, field, value, says):
     assert says in text
 
 
-def test_unknown_field_names_a_close_match(check):
+def test_unknown_field_names_a_close_match(check, schema):
     _, errors = check(one(ringtime=5))
+    accepted = ", ".join(sorted(schema["definitions"]["fields"]["properties"]))  # the fields grow (issue 9)
     assert errors == [
         "pbx1: extension 2001: ringtime = 5: unknown field 'ringtime'; did you mean 'ring_time'? Accepted: "
-        "alert_info, announcement, cid_name_prefix, confirm_calls, enabled, initial_ring_time, list, "
-        "music_on_hold, no_answer, ring_time, strategy"
+        + accepted
     ]
+    assert accepted.startswith("alert_info, announcement, cid_name_prefix, confirm_calls, ")
 
 
 def test_list_is_required(check):
@@ -137,11 +138,11 @@ def test_defaults_are_merged_under_each_declaration(check, schema):
     assert declarations["2002"]["no_answer"] == {"voicemail": "2002"}
 
 
-def test_bad_default_is_reported_once_as_followme_defaults(check):
+def test_bad_default_is_reported_once_as_followme_defaults(check, schema):
     _, errors = check({"2001": GOOD, "2002": GOOD}, followme_defaults={"ring_time": 99, "lst": []})
+    accepted = ", ".join(sorted(schema["definitions"]["fields"]["properties"]))  # the fields grow (issue 9)
     assert errors[0] == "pbx1: followme_defaults.lst = []: unknown field 'lst'; did you mean 'list'? Accepted: " \
-        "alert_info, announcement, cid_name_prefix, confirm_calls, enabled, initial_ring_time, list, music_on_hold, " \
-        "no_answer, ring_time, strategy"
+        + accepted
     assert errors[1].startswith("pbx1: followme_defaults.ring_time = 99: must be at most 60")
     assert len(errors) == 2
 
@@ -389,3 +390,156 @@ def test_list_in_followme_defaults_is_an_error(check):
     _, errors = check({"2001": GOOD}, followme_defaults={"list": ["2002"], "ring_time": 9})
     assert errors == ['pbx1: followme_defaults.list = ["2002"]: list is never taken from followme_defaults: '
                       "every declaration has its own list."]
+
+
+# -- issue 9: new fields ----------------------------------------------------------------------------
+
+ISSUE9_GOOD = [
+    ("confirm_prompt", "followme/call-from"),
+    ("confirm_prompt", None),
+    ("too_late_prompt", "custom/sorry_taken"),
+    ("too_late_prompt", None),
+    ("external_cid_mode", "default"),
+    ("external_cid_mode", "dialed"),
+    ("external_cid_number", "+982112345678"),
+    ("external_cid_number", "02155501234"),
+    ("external_cid_number", None),
+    ("list", [{"number": "2002", "delay": 2, "ring_time": 5}, "909121234567#"]),
+    ("list", [{"number": "909121234567#"}, {"number": "2003", "ring_time": 60}]),
+]
+
+ISSUE9_BAD = [
+    ("confirm_prompt", "", "Sound file an external leg hears"),
+    ("confirm_prompt", "../etc/passwd", "Sound file an external leg hears"),
+    ("confirm_prompt", "custom/x,y", "Sound file an external leg hears"),
+    ("confirm_prompt", "a)b", "Sound file an external leg hears"),
+    ("confirm_prompt", 5, "must be a string or null"),
+    ("too_late_prompt", "x;y", "Sound file an external leg hears when it accepts"),
+    ("too_late_prompt", "a/b/c/d/e/f/g", "Sound file an external leg hears when it accepts"),
+    ("too_late_prompt", "${EXTEN}", "Sound file an external leg hears when it accepts"),
+    ("too_late_prompt", True, "must be a string or null"),
+    ("external_cid_mode", "fixd", "must be one of: default, fixed, outside_fixed, dialed, force_dialed"),
+    ("external_cid_mode", None, "must be a string"),
+    ("external_cid_number", "0215550123#", "The number of external_cid_mode"),
+    ("external_cid_number", "++49", "The number of external_cid_mode"),
+    ("external_cid_number", "49 30", "The number of external_cid_mode"),
+    ("external_cid_number", "1" * 21, "The number of external_cid_mode"),
+    ("external_cid_number", "2001\n", "The number of external_cid_mode"),
+    ("external_cid_number", 4930, "must be a string or null"),
+    ("list[0].delay", [{"number": "2002", "delay": -1}], "at least 0"),
+    ("list[0].delay", [{"number": "2002", "delay": 61}], "at most 60"),
+    ("list[0].delay", [{"number": "2002", "delay": "2"}], "must be an integer"),
+    ("list[0].ring_time", [{"number": "2002", "ring_time": 0}], "at least 1"),
+    ("list[0].ring_time", [{"number": "2002", "ring_time": 2.0}], "must be an integer"),
+    ("list[0].number", [{"number": "20a2"}], "internal extension"),
+    ("list[0].number", [{"number": "2002&PJSIP/9"}], "internal extension"),
+    ("list[0]", [{"delay": 1}], "missing required field 'number'"),
+    ("list[0].rings", [{"number": "2002", "rings": 1}], "unknown field 'rings'"),
+    ("list[0]", [True], "must be a string or a mapping"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), ISSUE9_GOOD)
+def test_issue9_good_values_pass(check, field, value):
+    declarations, errors = check(one(**{field: value}))
+    assert errors == []
+    assert declarations["2001"][field] == value
+
+
+@pytest.mark.parametrize(("field", "value", "says"), ISSUE9_BAD)
+def test_issue9_bad_values_are_named(check, field, value, says):
+    _, errors = check(one(**{field.split("[")[0]: value}))
+    assert errors and all(e.startswith(f"pbx1: extension 2001: {field} = ") for e in errors), errors
+    assert says in "\n".join(errors), errors
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [bad for bad in ISSUE9_BAD if not bad[0].startswith("list")])
+def test_issue9_bad_values_in_followme_defaults_are_named(check, field, value, says):
+    _, errors = check(one(), followme_defaults={field.split("[")[0]: value})
+    assert errors and all(e.startswith(f"pbx1: followme_defaults.{field} = ") for e in errors), errors
+    assert says in "\n".join(errors), errors
+
+
+@pytest.mark.parametrize("mode", ["fixed", "outside_fixed", "force_dialed"])
+def test_external_cid_modes_that_send_a_number_need_one(check, mode):
+    _, errors = check(one(external_cid_mode=mode))
+    assert errors == [f"pbx1: extension 2001: external_cid_number = null: external_cid_mode {mode} sends this "
+                      "number, but none is set (here or in followme_defaults). Accepted: 1 to 20 digits, one "
+                      "optional leading +"]
+    _, errors = check(one(external_cid_mode=mode), followme_defaults={"external_cid_number": "+4930123"})
+    assert errors == []
+
+
+def test_external_cid_dialed_needs_no_number(check):
+    assert check(one(external_cid_mode="dialed"))[1] == []
+
+
+def test_timed_entry_given_twice_is_an_error(check):
+    _, errors = check(one(list=["2002", {"number": "2002", "delay": 1}]))
+    assert errors == ['pbx1: extension 2001: list[1] = {"delay": 1, "number": "2002"}: entry 2002 appears twice '
+                      "(also list[0]). Accepted: each number once, plain or with its own timing"]
+
+
+@pytest.mark.parametrize("strategy", ["ringall", "ringallv2-prim", "memoryhunt"])
+def test_timed_entry_joining_after_its_step_is_an_error(check, strategy):
+    _, errors = check(one(strategy=strategy, ring_time=5, list=[{"number": "2002", "delay": 5}]))
+    assert errors == [f"pbx1: extension 2001: list[0].delay = 5: with strategy {strategy} the entry would join "
+                      "after its step of ring_time 5 s ended. Accepted: a delay shorter than ring_time"]
+    assert check(one(strategy="hunt", ring_time=5, list=[{"number": "2002", "delay": 5}]))[1] == []
+
+
+def test_toll_fraud_policy_covers_timed_entries(check):
+    _, errors = check(one(list=[{"number": "900123#", "delay": 1}, {"number": "00491234#"}]))
+    assert [e.split(": external")[0] for e in errors] == ['pbx1: extension 2001: list[0] = "900123#"',
+                                                         'pbx1: extension 2001: list[1] = "00491234#"']
+    assert all("blocked by followme_external_deny" in e for e in errors), errors
+    _, errors = check(one(list=[{"number": "8123#"}]), followme_external_allow=["^9"])
+    assert errors == ["pbx1: extension 2001: list[0] = \"8123#\": external number matches none of "
+                      "followme_external_allow: '^9'"]
+
+
+def test_known_extensions_cover_timed_entries(check):
+    _, errors = check(one(list=[{"number": "2999"}]), followme_known_extensions=["2001"])
+    assert errors == ["pbx1: extension 2001: list[0] = \"2999\": not in followme_known_extensions"]
+
+
+SCHEDULE = {"ranges": [{"times": "09:00-17:00", "weekdays": "mon-fri"}]}
+
+
+@pytest.mark.parametrize("schedule", [
+    SCHEDULE,
+    {"active": "outside", "timezone": "Asia/Tehran", "ranges": [{"times": "22:00-06:00"}, {"weekdays": "sat-sun"}]},
+    {"ranges": [{"days": "24-26", "months": "dec"}, {"days": "1", "months": "jan"}, {}]},
+    {"ranges": [{"days": "30-2", "months": "feb"}]},  # wraps: 1 and 2 feb
+    None,
+])
+def test_good_schedules_pass(check, schedule):
+    declarations, errors = check(one(schedule=schedule))
+    assert errors == []
+    assert declarations["2001"]["schedule"] == schedule
+
+
+@pytest.mark.parametrize(("schedule", "path", "says"), [
+    ({"ranges": []}, "schedule.ranges", "must have at least 1 entries"),
+    ({}, "schedule", "missing required field 'ranges'"),
+    ({"ranges": [{"times": "9:00-17:00"}]}, "schedule.ranges[0].times", "Times of day HH:MM-HH:MM"),
+    ({"ranges": [{"times": "09:00-24:00"}]}, "schedule.ranges[0].times", "Times of day"),
+    ({"ranges": [{"times": "09:00"}]}, "schedule.ranges[0].times", "Times of day"),
+    ({"ranges": [{"weekdays": "monday"}]}, "schedule.ranges[0].weekdays", "Weekdays: mon..sun"),
+    ({"ranges": [{"weekdays": "mon,fri"}]}, "schedule.ranges[0].weekdays", "Weekdays"),
+    ({"ranges": [{"days": "0"}]}, "schedule.ranges[0].days", "Days of the month"),
+    ({"ranges": [{"days": "1-32"}]}, "schedule.ranges[0].days", "Days of the month"),
+    ({"ranges": [{"months": "june"}]}, "schedule.ranges[0].months", "Months: jan..dec"),
+    ({"ranges": [{"month": "jun"}]}, "schedule.ranges[0].month", "unknown field 'month'; did you mean 'months'?"),
+    ({"ranges": [{"days": "31", "months": "feb"}]}, "schedule.ranges[0].days", "feb has no day 31"),
+    ({"ranges": [{"days": "31", "months": "apr"}]}, "schedule.ranges[0].days", "apr has no day 31"),
+    ({"active": "during", "ranges": [{}]}, "schedule.active", "must be one of: inside, outside"),
+    ({"timezone": "Mars/Olympus", "ranges": [{}]}, "schedule.timezone", "unknown time zone"),
+    ({"timezone": "../etc/passwd", "ranges": [{}]}, "schedule.timezone", "IANA time zone the ranges are read in"),
+    ({"timezone": "UTC,1", "ranges": [{}]}, "schedule.timezone", "IANA time zone"),
+    ("always", "schedule", "must be a mapping or null"),
+])
+def test_bad_schedules_are_named(check, schedule, path, says):
+    _, errors = check(one(schedule=schedule))
+    assert errors and all(e.startswith(f"pbx1: extension 2001: {path} = ") for e in errors), errors
+    assert says in "\n".join(errors), errors

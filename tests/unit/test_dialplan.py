@@ -15,7 +15,14 @@ from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import 
     render,
     revision_of,
 )
-from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plan, build_plans
+from ansible_collections.followme.asterisk.plugins.module_utils.plan import (
+    CallPlan,
+    Leg,
+    NoAnswer,
+    Step,
+    build_plan,
+    build_plans,
+)
 
 SETTINGS = Settings(context="followme", device="PJSIP/{extension}", outbound_context="from-internal",
                     extension_context="from-internal", voicemail_context="default",
@@ -31,12 +38,12 @@ def declaration(**fields):
 
 def test_plan_becomes_gosub_data():
     plan = build_plan("2001", declaration(cid_name_prefix="FM ", alert_info="<http://x>;info=alert-external"))
-    assert gosub_arguments(plan) == ("2001,2001,0,Rk0g,PGh0dHA6Ly94PjtpbmZvPWFsZXJ0LWV4dGVybmFs,,,"
+    assert gosub_arguments(plan) == ("2001,2001,0,Rk0g,PGh0dHA6Ly94PjtpbmZvPWFsZXJ0LWV4dGVybmFs,,,,,,,"
                                      "all:27:0e2001-7i2002-7x909121234567")
     hunt = build_plan("2002", declaration(strategy="hunt-prim", initial_ring_time=3, ring_time=4,
                                           list=["2003", "2004"], confirm_calls=True, music_on_hold="default",
                                           announcement="custom/hold"))
-    assert gosub_arguments(hunt) == "2002,2003,1,,,default,custom/hold,pre:3:0e2002,each:4:0i2003-0i2004"
+    assert gosub_arguments(hunt) == "2002,2003,1,,,default,custom/hold,,,,,pre:3:0e2002,each:4:0i2003-0i2004"
 
 
 @pytest.mark.parametrize(("no_answer", "application"), [
@@ -162,9 +169,9 @@ def test_predial_handler_only_for_plans_with_an_alert_info():
     """Legs of a plan without Alert-Info are dialed with no pre-dial handler (FM_LEGOPTS is empty)."""
     text = render({}, SETTINGS)
     leg = text.split("\n[followme-leg]\n")[1].split("\n[")[0]
-    assert "b(" not in leg and "predial" not in leg
+    assert ",b(" not in leg and "predial" not in leg
     assert 'Set(__FM_LEGOPTS=${IF($["${ARG5}" = ""]?:b(followme-predial^s^1))})' in text
-    assert "Dial(PJSIP/${fm_num},,${FM_LEGOPTS})" in text
+    assert "Dial(PJSIP/${fm_num},${fm_ring},${FM_LEGOPTS})" in text
     without = gosub_arguments(build_plan("2001", declaration()))
     assert without.split(",")[4] == ""
 
@@ -181,4 +188,113 @@ def test_extensions_are_written_in_descending_order():
 def test_device_template():
     custom = Settings(**{**SETTINGS.__dict__, "device": "PJSIP/{extension}@phones"})
     text = render(build_plans({"2001": declaration()}), custom)
-    assert "Dial(PJSIP/${fm_num}@phones,," in text
+    assert "Dial(PJSIP/${fm_num}@phones,${fm_ring}," in text
+
+
+# -- issue 9 ------------------------------------------------------------------------------------------
+
+def test_memoryhunt_is_one_dial_with_joining_legs():
+    plan = build_plan("2005", declaration(strategy="memoryhunt", initial_ring_time=2, ring_time=3,
+                                          list=["2006", "2007", "2008"]))
+    assert gosub_arguments(plan).endswith(",pre:2:0e2005,grow:3:0i2006-0i2007-0i2008")
+    text = render(build_plans({"2005": declaration(strategy="memoryhunt")}), SETTINGS)
+    # the delay of leg k is (k-1)*SECONDS, the Dial lasts k*SECONDS; grow steps do not loop over rounds
+    assert ("Set(LOCAL(leg)=$[${CUT(leg,${kind},1)} + (${grown} - 1) * ${secs}]${kind}${num}"
+            '${IF($["${ring}" = ""]?:t${ring})})') in text
+    assert 'ExecIf($["${pick}" = "grow"]?Set(LOCAL(wait)=$[${grown} * ${secs}]))' in text
+
+
+def test_declared_prompts_travel_as_gosub_data_and_fall_back_to_the_site():
+    plan = build_plan("2001", declaration(confirm_calls=True, confirm_prompt="followme/call-from",
+                                          too_late_prompt="custom/late"))
+    assert ",1,,,,,followme/call-from,custom/late,,,all:" in gosub_arguments(plan)
+    text = render(build_plans({"2001": declaration()}), SETTINGS)
+    assert 'Set(__FM_CPROMPT=${IF($["${ARG8}" = ""]?followme/options:${ARG8})})' in text
+    assert "Read(fm_key,${FM_CPROMPT},1,,1,5)" in text and "Playback(${FM_LPROMPT})" in text
+
+
+@pytest.mark.parametrize("field", ["confirm_prompt", "too_late_prompt"])
+@pytest.mark.parametrize("bad", ["../x", "a,b", "x)", "${EXTEN}", "a;b"])
+def test_renderer_refuses_unsafe_prompts_even_without_validation(field, bad):
+    with pytest.raises(ValueError, match=f"refusing to write {field}"):
+        render(build_plans({"2001": declaration(**{field: bad})}), SETTINGS)
+
+
+def test_timed_entries_become_leg_codes_with_their_own_ring_time():
+    plan = build_plan("2001", declaration(strategy="ringall", initial_ring_time=0, ring_time=6,
+                                          list=[{"number": "2002", "delay": 2, "ring_time": 3}, "909121234567#"]))
+    assert gosub_arguments(plan).endswith(",all:6:2i2002t3-0x909121234567")
+    hunt = build_plan("2001", declaration(strategy="hunt", initial_ring_time=0,
+                                          list=["2002", {"number": "2003", "ring_time": 4}]))
+    assert gosub_arguments(hunt).endswith(",each:20:0i2002-0i2003t4")
+
+
+@pytest.mark.parametrize(("delay", "ring"), [(-1, None), (True, None), (1000, None), (0, 0), (0, "5"), (0, 1.5)])
+def test_renderer_refuses_bad_timing_even_without_validation(delay, ring):
+    plan = CallPlan("2001", "ringall", (Step("all", 5, (Leg("2002", delay=delay, ring=ring),)),), NoAnswer("hangup"))
+    with pytest.raises(ValueError, match="refusing to write"):
+        render({"2001": plan}, SETTINGS)
+
+
+@pytest.mark.parametrize(("mode", "number", "argument"), [
+    ("default", None, ""), ("fixed", "+982155501111", "fixed:+982155501111"), ("dialed", None, "dialed:"),
+    ("force_dialed", "0215", "force_dialed:0215"), ("outside_fixed", "0215", "outside_fixed:0215"),
+])
+def test_external_caller_id_is_gosub_data(mode, number, argument):
+    plan = build_plan("2001", declaration(external_cid_mode=mode, external_cid_number=number))
+    assert gosub_arguments(plan).split(",")[9] == argument  # ARG10
+
+
+@pytest.mark.parametrize(("mode", "number"), [("fixed", "12;34"), ("fixed", ""), ("fixed", "+1${X}"),
+                                              ("fixd", "123"), ("force_dialed", None), ("outside_fixed", "1 2")])
+def test_renderer_refuses_unsafe_caller_ids_even_without_validation(mode, number):
+    with pytest.raises(ValueError, match="refusing to write external_cid"):
+        render(build_plans({"2001": declaration(external_cid_mode=mode, external_cid_number=number)}), SETTINGS)
+
+
+def test_schedule_is_gosub_data():
+    schedule = {"active": "outside", "timezone": "Asia/Tehran",
+                "ranges": [{"times": "22:00-06:00"}, {"weekdays": "sat-sun", "months": "jun-aug"}]}
+    plan = build_plan("2001", declaration(schedule=schedule))
+    assert gosub_arguments(plan).split(",")[10] == "o~22:00-06:00!*!*!*!Asia/Tehran~*!sat-sun!*!jun-aug!Asia/Tehran"
+    assert gosub_arguments(build_plan("2001", declaration(schedule={"ranges": [{}]}))).split(",")[10] == "i~*!*!*!*!"
+    text = render(build_plans({"2001": declaration()}), SETTINGS)
+    assert "Goto(from-internal,${fm_back},2)" in text  # inactive: the site's own handling, priority 2
+
+
+@pytest.mark.parametrize("bad", [
+    {"ranges": [{"times": "09:00-17:00,*"}]}, {"ranges": [{"weekdays": "mon)"}]}, {"ranges": [{"days": "${X}"}]},
+    {"ranges": [{"months": "jan;x"}]}, {"timezone": "UTC,1", "ranges": [{}]}, {"active": "both", "ranges": [{}]},
+    {"ranges": []},
+])
+def test_renderer_refuses_unsafe_schedules_even_without_validation(bad):
+    with pytest.raises(ValueError, match="refusing to write schedule"):
+        render(build_plans({"2001": declaration(schedule=bad)}), SETTINGS)
+
+
+TOGGLE_SETTINGS = Settings(**{**SETTINGS.__dict__, "toggle_code": "*21"})
+
+
+def test_users_switch_renders_disabled_declarations_with_a_label_and_one_pattern_hint():
+    declarations = {"2001": declaration(), "2002": declaration(enabled=False)}
+    text = render(build_plans(declarations, with_disabled=True), TOGGLE_SETTINGS)
+    assert " same => n(disabled),VoiceMail(2001@default,u)" in text  # 2002's no-answer line carries the label
+    assert "exten => 2002,1,Gosub(followme-call" in text
+    assert "exten => _*21X.,hint,Custom:FOLLOWME${EXTEN:3}\n" in text and ",hint," not in text.split("_*21X.")[0]
+    assert "exten => *21,1,Set(fm_base=" in text and '"${fm_base}" != "PJSIP/${fm_ext}"' in text
+    assert "Set(LOCAL(on)=${IF(${DIALPLAN_EXISTS(followme,${ARG1},disabled)}?off:on)})" in text
+    found = counts(text)
+    assert found["followme"] == (2, 4) and found["followme-toggle"][0] == 2  # *21 and one pattern hint for all
+
+
+def test_without_a_toggle_code_disabled_declarations_are_left_out():
+    declarations = {"2001": declaration(), "2002": declaration(enabled=False)}
+    text = render(build_plans(declarations, with_disabled=True), SETTINGS)
+    assert "2002,1" not in text and "followme-toggle" not in text and "DB_EXISTS" not in text
+    assert counts(text)["followme"] == (1, 2)
+
+
+@pytest.mark.parametrize("bad", ["*21;", "21", "*", "*2#", "${X}", "*123456789", "*21\n"])
+def test_renderer_refuses_unsafe_toggle_codes(bad):
+    with pytest.raises(ValueError, match="refusing to write toggle_code"):
+        render({}, Settings(**{**SETTINGS.__dict__, "toggle_code": bad}))

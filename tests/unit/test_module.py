@@ -55,7 +55,7 @@ DECLARATION = {"list": ["2002", "909121234567#"], "initial_ring_time": 2, "strat
                "alert_info": None, "music_on_hold": None, "announcement": None}
 SETTINGS = Settings(context="followme", device="PJSIP/{extension}", outbound_context="from-internal",
                     extension_context="from-internal", voicemail_context="default", confirm_prompt="followme/options",
-                    too_late_prompt="followme/sorry", confirm_timeout=5)
+                    too_late_prompt="followme/sorry", confirm_timeout=5, toggle_code="*21")
 SITE = b"[from-internal]\nexten => _20XX,1,Dial(PJSIP/${EXTEN})\n"
 
 
@@ -311,7 +311,8 @@ class Files:
                                  device="PJSIP/{extension}", outbound_context="from-internal",
                                  extension_context="from-internal", voicemail_context="default",
                                  confirm_prompt="followme/options", too_late_prompt="followme/sorry",
-                                 confirm_timeout=5, config_dir=str(self.directory), include_file="extensions.conf",
+                                 confirm_timeout=5, toggle_code="*21", config_dir=str(self.directory),
+                                 include_file="extensions.conf",
                                  owner="root",
                                  group=str(NOGROUP), mode="0640"))
 
