@@ -63,7 +63,8 @@ def corpus() -> list[str]:
              "extensions.conf", "extensions_custom.conf", "extensions_followme.conf",
              "0640", "640", "0755", "0600", "0644", "0400",
              "/etc/asterisk", "asterisk", "PJSIP/{extension}", "*21", "*7", "*12345678",
-             "08:00-17:00", "00:00-23:59", "12:30-13:15", "19:00-07:00", "23:59-00:00", "mon-fri", "sat", "sun-mon", "tue",
+             "08:00-17:00", "00:00-23:59", "12:30-13:15", "19:00-07:00", "23:59-00:00",
+             "mon-fri", "sat", "sun-mon", "tue",
              "1-15", "31", "2-3", "10", "jan-mar", "dec", "feb", "nov-jan", "Europe/Berlin", "Asia/Tehran", "UTC"]
     odd = [chr(c) for c in range(128)] + list("éßЖش۲١中ſKİ\u00a0\u2028\u2029\ufeff\u0301") + ["😀", "\U0001d7d8"]
     strings = set(seeds) | set(odd) | {""}
