@@ -33,46 +33,7 @@ from ansible_collections.followme.asterisk.plugins.plugin_utils.freepbx import (
 )
 from ansible_collections.followme.asterisk.plugins.plugin_utils.variables import read_variables
 
-DOCUMENTATION = r"""
----
-action: followme_freepbx_import
-short_description: Import a FreePBX PBX's Follow Me settings into a followme YAML file and a report
-description:
-  - Reads the PBX's C(AMPUSER) keys from Asterisk's database with the read-only module
-    M(followme.asterisk.followme_freepbx_facts); nothing is written on the PBX.
-  - Writes O(dest)/O(file) (the declarations, in variable O(variable)) and O(dest)/O(report) (what could
-    not be carried over) on the controller, each only when its text changes.
-  - The declarations pass the project's validation with the host's policy variables
-    (C(followme_known_extensions), C(followme_external_allow), C(followme_external_deny)) as the import run
-    sees them: anything refused is left out and listed in the report.
-options:
-  dest:
-    description: Directory on the controller, e.g. C(<inventory>/host_vars/<host>); created when missing.
-    type: path
-    required: true
-  variable:
-    description: The variable the declarations are written under (C(followme_host) merges over the group's C(followme)).
-    type: str
-    default: followme_host
-    choices: [followme, followme_host]
-  file:
-    description: File name of the declarations.
-    type: str
-    default: followme.yml
-  report:
-    description: File name of the report.
-    type: str
-    default: followme-import-report.md
-  voicemail_context:
-    description: The followme_voicemail_context the declarations will be deployed with.
-    type: str
-    default: default
-  asterisk:
-    description: The asterisk binary on the PBX.
-    type: str
-    default: asterisk
-"""
-
+# Documented in plugins/modules/followme_freepbx_import.py (ansible-doc followme.asterisk.followme_freepbx_import).
 #: The schema the role ships (roles/followme/files is part of the collection).
 SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "roles", "followme", "files",
                       "followme.schema.json")
@@ -118,7 +79,7 @@ class ActionModule(ActionBase):
         policy = read_variables(task_vars, POLICY_VARIABLES, self._templar.template)
 
         def errors_of(declarations):
-            _, errors = checker.check_host(host, {variable: declarations, **policy})
+            _declarations, errors = checker.check_host(host, {variable: declarations, **policy})
             return [(error.extension, error.path, error.message) for error in errors]
 
         imported = convert(keys, voicemail_context=args.get("voicemail_context") or "default")

@@ -119,7 +119,8 @@ class ActionModule(ActionBase):
         invalid = {host: state.errors for host, state in head_revision.hosts.items() if state.errors}
         if invalid or not head_revision.hosts:
             result["failed"] = True
-            problems = list(head_revision.problems) + [message for errors in invalid.values() for _, message in errors]
+            problems = list(head_revision.problems) + [message for errors in invalid.values()
+                                                       for _ext, message in errors]
             result["msg"] = (f"the head revision ({head_revision.name}) cannot be deployed: "
                              + ("no host in group pbx. " if not head_revision.hosts else "")
                              + f"{len(problems)} problem(s):\n" + "\n".join(problems))

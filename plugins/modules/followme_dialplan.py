@@ -401,25 +401,19 @@ class Asterisk:
         if bounded:
             self.deadline.check(f"asterisk -rx '{command}'")
             limit = min(limit, self.deadline.remaining())
+        # subprocess.run kills the command when its time is up (or anything else stops the run) and waits
+        # for it, so no asterisk -rx is left running behind the module.
         try:
-            process = subprocess.Popen([self.binary, "-rx", command], stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, close_fds=True)
+            done = subprocess.run([self.binary, "-rx", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, close_fds=True, timeout=limit, check=False)
         except OSError as exc:
             raise AsteriskUnavailable(command, f"cannot run {self.binary}: {exc.strerror}") from None
-        try:
-            out, _ = process.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
             raise AsteriskUnavailable(command, f"no answer within {limit:.3g} s (Asterisk frozen or overloaded)",
                                       frozen=True) from None
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        text = out.decode("utf-8", "replace")
-        if process.returncode != 0 or "Unable to connect to remote asterisk" in text:
-            raise AsteriskUnavailable(command, text.strip() or f"exited {process.returncode}")
+        text = done.stdout.decode("utf-8", "replace")
+        if done.returncode != 0 or "Unable to connect to remote asterisk" in text:
+            raise AsteriskUnavailable(command, text.strip() or f"exited {done.returncode}")
         return text
 
     def wait_fully_booted(self, bounded: bool = True) -> None:

@@ -17,8 +17,9 @@ description:
     accepted only when every value comes with its length and a last row counts the keys read.
   - Values are read exactly, trailing spaces included (C(database show) pads them away).
   - Used by C(playbooks/import_freepbx.yml) through the action C(followme.asterisk.followme_freepbx_import).
+# No forge account yet: "!UNKNOWN" is ansible-test's mark for an author without a GitHub handle.
 author:
-  - followme developers
+  - followme developers (!UNKNOWN)
 options:
   asterisk:
     description: The asterisk binary.

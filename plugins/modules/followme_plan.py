@@ -29,8 +29,9 @@ description:
   - Fails when the head revision does not validate, has no inventory at the given path, or names no host in
     group C(pbx); the Markdown is written or printed first and says why. Errors in the base revision are
     reported in the Markdown only.
+# No forge account yet: "!UNKNOWN" is ansible-test's mark for an author without a GitHub handle.
 author:
-  - followme developers
+  - followme developers (!UNKNOWN)
 options:
   base:
     description:
@@ -64,14 +65,19 @@ attributes:
     description: Runs on the controller only.
   async:
     support: none
+    description: Cannot run asynchronously.
   bypass_host_loop:
     support: none
+    description: Runs once, on localhost, for every host of the inventory.
   check_mode:
     support: full
     description: Writes only the Markdown file it is asked for, in check mode too; it never changes a host.
   diff_mode:
     support: none
+    description: Changes no host, so there is no diff.
   platform:
+    support: full
+    description: Runs on the controller only; never connects to a PBX.
     platforms: posix
 requirements:
   - git on the controller

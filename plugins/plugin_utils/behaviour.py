@@ -260,7 +260,7 @@ def compare_host(base: HostState, head: HostState) -> HostChanges:
     An extension whose base declaration had an error counts as changed ("was invalid"); a host-wide
     error in base (no declaration could be completed) makes every head extension such a change.
     """
-    broken = {extension for extension, _ in base.errors}
+    broken = {extension for extension, _message in base.errors}
     changes = HostChanges()
     for extension in sorted(set(base.declarations) | set(head.declarations) | (broken - {""}), key=_key):
         old, new = base.declarations.get(extension), head.declarations.get(extension)
@@ -317,7 +317,8 @@ def _grouped(items: Sequence[tuple]) -> list[str]:
             lines.append(f"- **{extension}**{origin}: {words}{now}")
         else:
             count = f" ({len(members)} extensions)" if len(members) > 2 else ""
-            lines.append(f"- **{extension_ranges([extension for extension, _ in members])}**{count}{origin}: {words}")
+            ranges = extension_ranges([extension for extension, _change in members])
+            lines.append(f"- **{ranges}**{count}{origin}: {words}")
     return lines
 
 
@@ -348,7 +349,7 @@ def _host_section(host: str, base: Optional[HostState], head: Optional[HostState
     if head.errors:
         lines += [f"### {code(host)}: ❌ {_plural(len(head.errors), 'validation error')}", "",
                   "Nothing can be deployed while these stand; this host's plan is shown once they are fixed.", "",
-                  code_block(message for _, message in head.errors), ""]
+                  code_block(message for _extension, message in head.errors), ""]
         return lines
     base = base if base is not None else HostState()
     changes = compare_host(base, head)
@@ -358,7 +359,7 @@ def _host_section(host: str, base: Optional[HostState], head: Optional[HostState
     lines += [f"### {code(host)}: {title}", ""]
     if base.errors:
         lines += ["⚠️ The base revision had validation errors on this host; extensions they named are shown "
-                  "as changed:", "", code_block(message for _, message in base.errors), ""]
+                  "as changed:", "", code_block(message for _extension, message in base.errors), ""]
     defaults = [] if new_host else change_words(base.defaults, head.defaults)
     if defaults:
         lines += [f"- `followme_defaults`: {'; '.join(defaults)}"]

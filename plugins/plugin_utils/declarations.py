@@ -208,7 +208,7 @@ def bounded_plain(value, *, budget: list[int], path: tuple = (), max_depth: int 
                 copied = {}
                 entries = []
                 for raw_key, sub in item.items():
-                    key = raw_key if type(raw_key) is str else _plain_key(raw_key)
+                    key = raw_key if raw_key.__class__ is str else _plain_key(raw_key)
                     copied[key] = None
                     entries.append((key, sub))
             else:
@@ -803,7 +803,7 @@ class _CrossCheck:
                     continue
                 external = {item[0] for item in entries if isinstance(item, str) and item.endswith("#")
                             and item[0] != "+"}
-                prefix = next(iter(external)) if len(external) == 1 else "9"
+                prefix = sorted(external)[0] if len(external) == 1 else "9"
                 prefix = "" if prefix == entry[0] else prefix
                 device = self.settings["followme_device"].replace("{extension}", entry)
                 yield self._error(
@@ -918,7 +918,7 @@ def _schedule_check(host, extension, declaration, tainted) -> Iterable[Declarati
         days, months = item.get("days", "*"), item.get("months", "*")
         if days == "*" or months == "*" or "-" in months:
             continue
-        first, _, last = days.partition("-")
+        first, _dash, last = days.partition("-")
         first, last = int(first), int(last or first)
         if first > _LONGEST_MONTH[months] and first <= last:
             yield DeclarationError(host, extension, f"schedule.ranges[{index}].days", days,

@@ -105,7 +105,7 @@ def group_keys(keys: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """
     users: dict[str, dict[str, str]] = {}
     for name, value in keys.items():
-        user, _, rest = name.removeprefix("/AMPUSER/").removeprefix("AMPUSER/").lstrip("/").partition("/")
+        user, _slash, rest = name.removeprefix("/AMPUSER/").removeprefix("AMPUSER/").lstrip("/").partition("/")
         if user and rest:
             users.setdefault(user, {})[rest] = value
     return users
@@ -362,7 +362,7 @@ def settle(result: Imported, errors_of: Callable[[dict], Iterable[tuple[str, str
     policy (e.g. the toll-fraud deny list). A refused list entry is dropped; a refused no_answer
     becomes hangup; any other refusal leaves the extension out.
     """
-    for _ in range(4):
+    for _round in range(4):
         errors = [e for e in errors_of(result.declarations) if e[0] in result.declarations]
         if not errors:
             return result
@@ -464,7 +464,7 @@ def render_report(result: Imported, *, host: str, variable: str, yaml_name: str,
     order = {key: index for index, key in enumerate(KEYS)}
     notes = sorted(enumerate(result.notes),
                    key=lambda item: (ext_order(item[1].extension), order.get(item[1].key, len(order)), item[0]))
-    for _, note in notes:
+    for _key, note in notes:
         value = f"`{_cell(note.value)}`" if note.value else "(empty)"
         lines.append(f"| {_cell(note.extension)} | {_cell(note.key)} | {value} | {_cell(note.outcome)} |")
     return "\n".join(lines) + "\n"

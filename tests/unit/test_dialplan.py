@@ -199,8 +199,8 @@ def test_memoryhunt_is_one_dial_with_joining_legs():
     assert gosub_arguments(plan).endswith(",pre:2:0e2005,grow:3:0i2006-0i2007-0i2008")
     text = render(build_plans({"2005": declaration(strategy="memoryhunt")}), SETTINGS)
     # the delay of leg k is (k-1)*SECONDS, the Dial lasts k*SECONDS; grow steps do not loop over rounds
-    assert ("Set(LOCAL(leg)=$[${CUT(leg,${kind},1)} + (${grown} - 1) * ${secs}]${kind}${num}"
-            '${IF($["${ring}" = ""]?:t${ring})})') in text
+    assert "Set(LOCAL(delay)=$[${CUT(leg,${kind},1)} + (${grown} - 1) * ${secs}])" in text
+    assert 'Set(LOCAL(leg)=${delay}${kind}${num}${IF($["${ring}" = ""]?:t${ring})})' in text
     assert 'ExecIf($["${pick}" = "grow"]?Set(LOCAL(wait)=$[${grown} * ${secs}]))' in text
 
 
