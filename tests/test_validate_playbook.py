@@ -25,6 +25,13 @@ def test_good_declarations_pass_and_plans_are_printed_with_v():
     assert ("pbx-tehran: 2001: ring 2001 for 27 s, joined after 7 s by 2002, 909121234567# for 20 s; "
             "then voicemail 2001") in run.output
     assert "pbx-shiraz: 3001: ring 3001 for 7 s; then ring 3002, then add 3003 one by one, 15 s each step" in run.output
+    # -v names the layer of each declaration (and its file and line); a followme in host_vars is warned about.
+    assert re.search(r"pbx-tehran: 2001: .*\[followme, tests/inventories/unreachable/group_vars/pbx/followme\.yml:\d+",
+                     run.output), run.output
+    assert re.search(r"pbx-shiraz: 3001: .*\[followme, tests/inventories/unreachable/host_vars/pbx-shiraz\.yml:\d+",
+                     run.output), run.output
+    assert "pbx-shiraz: followme is set in tests/inventories/unreachable/host_vars/pbx-shiraz.yml" in flat(run.output)
+    assert "Put this host's own declarations in followme_host" in flat(run.output)
 
 
 def test_bad_declarations_fail_naming_host_extension_field_and_value():

@@ -22,6 +22,7 @@ from ansible_collections.followme.asterisk.plugins.module_utils.plan import buil
 from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import (
     Checker,
     MissingLibrary,
+    layered,
     load_schema,
     require_libraries,
     suspicious,
@@ -74,6 +75,9 @@ class ActionModule(ActionBase):
         result["changed"] = False
         lines: dict = {}
         root = os.getcwd()
+        hidden = self._group_layer_hidden(host, task_vars, root)
+        if hidden:
+            Display().warning(hidden)
         if checked.warnings:
             display = Display()
             for warning in checked.warnings[:MAX_WARNINGS]:
@@ -91,10 +95,25 @@ class ActionModule(ActionBase):
         enabled = sum(1 for declaration in declarations.values() if declaration["enabled"])
         display = Display()
         if display.verbosity >= 1:
-            for plan in build_plans(declarations).values():
-                display.display(f"{host}: {plan.describe()}")
+            # Each plan in words, and the layer (and file:line, where Ansible kept it) it was declared in.
+            layers = layered(variables)
+            for extension, plan in build_plans(declarations).items():
+                layer = layers.get(extension, "followme")
+                origin = locate(task_vars, (layer, extension))[1]
+                where = f", {origin_text(origin, root)}" if origin else ""
+                display.display(f"{host}: {plan.describe()} [{layer}{where}]")
         result["msg"] = f"{len(declarations)} follow-me declaration(s) valid on {host}, {enabled} enabled"
         return result
+
+    @staticmethod
+    def _group_layer_hidden(host, task_vars, root) -> str | None:
+        """A followme set in host_vars replaces the group's whole mapping (Ansible's precedence): say so."""
+        origin = origin_of(task_vars.get("followme")) if "followme" in task_vars else None
+        if not origin or "/host_vars/" not in origin[0].replace("\\", "/"):
+            return None
+        return (f"{host}: followme is set in {origin_text(origin, root)}, a host_vars file: by Ansible's precedence "
+                "it replaces the group's followme whole, so no group declaration reaches this host. Put this "
+                "host's own declarations in followme_host, which is merged over the group's by extension")
 
     def _argument_spec_names(self) -> set[str]:
         """Option names of the role's argument_specs (role variables added there are known too)."""
