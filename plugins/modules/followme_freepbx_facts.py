@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: followme_freepbx_facts
 short_description: Read the AMPUSER keys of a FreePBX PBX from Asterisk's database (read-only)
-version_added: "1.1.0"
+version_added: "1.0.0"
 description:
   - Runs one C(asterisk -rx "database query ...") (a SELECT) on the PBX and returns every key of the family
     C(AMPUSER), FreePBX's per-extension settings (its Follow Me is under C(<extension>/followme/)).

@@ -86,6 +86,21 @@ def test_module_documentation_for_ansible_doc():
     assert "plans" not in found["return"]  # the user needs a count, not a copy of every plan
 
 
+
+def test_one_version_number_everywhere():
+    """galaxy.yml's version is the changelog's latest release, pyproject's version, and no module was added later."""
+    version = yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"]
+    releases = yaml.safe_load((ROOT / "changelogs/changelog.yaml").read_text())["releases"]
+    assert max(releases, key=lambda v: tuple(map(int, v.split(".")))) == version
+    assert f'version = "{version}"' in (ROOT / "pyproject.toml").read_text()
+    assert f"## v{version.replace('.', chr(92) + '.')}" in (ROOT / "CHANGELOG.md").read_text()
+    for module in (ROOT / "plugins/modules").glob("*.py"):
+        added = re.search(r'^version_added: "([0-9.]+)"', module.read_text(), re.M)
+        assert added and tuple(map(int, added.group(1).split("."))) <= tuple(map(int, version.split("."))), module
+    assert yaml.safe_load((ROOT / "meta/runtime.yml").read_text())["requires_ansible"] == ">=2.17.0"
+    assert "ansible-core>=2.17," in (ROOT / "requirements.txt").read_text()
+    assert "ansible-core==2.17.0" in (ROOT / "requirements-min.txt").read_text()
+
 if __name__ == "__main__":
     print(field_table())
 
