@@ -11,17 +11,15 @@ complete declarations.
 from __future__ import annotations
 
 import json
-import sys
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible_collections.followme.asterisk.plugins.plugin_utils.action import require_controller_libraries
 from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import (
     LAYERS,
-    MissingLibrary,
     completed,
     field_defaults,
     load_schema,
-    require_libraries,
 )
 from ansible_collections.followme.asterisk.plugins.plugin_utils.variables import read_variables
 
@@ -32,10 +30,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        try:
-            require_libraries(sys.executable)
-        except MissingLibrary as exc:
-            raise AnsibleActionFail(str(exc)) from None
+        require_controller_libraries()
         args = dict(self._task.args)
         if "declarations" in args:
             declarations = args.pop("declarations")

@@ -11,18 +11,16 @@ nothing changed reports changed=false.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible_collections.followme.asterisk.plugins.plugin_utils.action import require_controller_libraries
 from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import (
     LAYERS,
     POLICY_VARIABLES,
     Checker,
-    MissingLibrary,
     load_schema,
-    require_libraries,
 )
 from ansible_collections.followme.asterisk.plugins.plugin_utils.freepbx import (
     convert,
@@ -47,10 +45,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        try:
-            require_libraries(sys.executable)
-        except MissingLibrary as exc:
-            raise AnsibleActionFail(str(exc)) from None
+        require_controller_libraries()
         args = self._task.args
         dest = args.get("dest")
         if not dest:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +24,7 @@ from ansible.plugins.action import ActionBase
 from ansible.template import Templar
 from ansible.utils.display import Display
 from ansible.vars.manager import VariableManager
+from ansible_collections.followme.asterisk.plugins.plugin_utils.action import require_controller_libraries
 from ansible_collections.followme.asterisk.plugins.plugin_utils.behaviour import (
     MAX_DIAGRAMS,
     SETTINGS,
@@ -35,10 +35,8 @@ from ansible_collections.followme.asterisk.plugins.plugin_utils.behaviour import
 from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import (
     VARIABLES,
     Checker,
-    MissingLibrary,
     layered,
     load_schema,
-    require_libraries,
 )
 from ansible_collections.followme.asterisk.plugins.plugin_utils.variables import read_variables
 
@@ -63,10 +61,7 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         result["changed"] = False
-        try:
-            require_libraries(sys.executable)
-        except MissingLibrary as exc:
-            raise AnsibleActionFail(str(exc)) from None
+        require_controller_libraries()
         args = self._task.args
         base = args.get("base")
         if not isinstance(base, str) or not base.strip():

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import yaml
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plans
+from ansible_collections.followme.asterisk.plugins.plugin_utils.action import require_controller_libraries
 from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import (
     Checker,
-    MissingLibrary,
     layered,
     load_schema,
-    require_libraries,
     suspicious,
 )
 from ansible_collections.followme.asterisk.plugins.plugin_utils.variables import (
@@ -50,10 +48,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        try:
-            require_libraries(sys.executable)
-        except MissingLibrary as exc:
-            raise AnsibleActionFail(str(exc)) from None
+        require_controller_libraries()
         schema_path = self._task.args.get("schema") or self._find_needle("files", "followme.schema.json")
         try:
             schema = load_schema(schema_path)
