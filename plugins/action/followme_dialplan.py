@@ -56,9 +56,4 @@ class ActionModule(ActionBase):
         args["declarations"] = json.dumps(completed_declarations, separators=(",", ":"))
         result.update(self._execute_module(module_name="followme.asterisk.followme_dialplan", module_args=args,
                                            task_vars=task_vars))
-        # The module echoes its arguments (invocation): keep the rest, not thousands of declarations travelling
-        # on through the task result.
-        module_args = (result.get("invocation") or {}).get("module_args")
-        if isinstance(module_args, dict) and "declarations" in module_args:
-            module_args["declarations"] = f"({len(completed_declarations)} declarations)"
         return result

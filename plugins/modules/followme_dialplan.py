@@ -1169,6 +1169,9 @@ def main():
     signals = Signals().install()
     result = dict(changed=False, revision=None, previous_revision=None, files=[], reloaded=False,
                   extension_count=0)
+    # The arguments echoed back, without the declarations: thousands of them would travel back whole.
+    result["invocation"] = {"module_args": {name: value for name, value in module.params.items()
+                                            if name != "declarations"}}
     try:
         run(module, result, signals)
     except Failure as exc:
