@@ -12,9 +12,9 @@ import re
 import pytest
 import yaml
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.followme.asterisk.plugins.modules import followme_freepbx_facts
 from ansible_collections.followme.asterisk.plugins.plugin_utils import freepbx
+from compat import patch_module_args
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -8,7 +8,6 @@ pbx_config would load them) or, for the time limits, by a fake `asterisk` execut
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import grp
@@ -22,7 +21,6 @@ import threading
 import time
 
 import pytest
-from ansible.module_utils import basic
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common import warnings as common_warnings
 from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import (
@@ -34,19 +32,7 @@ from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import 
 )
 from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plans
 from ansible_collections.followme.asterisk.plugins.modules import followme_dialplan as fm
-
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core < 2.19 has no helper: set the arguments a module reads at start-up
-
-    @contextlib.contextmanager
-    def patch_module_args(args=None):
-        saved = basic._ANSIBLE_ARGS
-        basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}).encode()
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = saved
+from compat import patch_module_args
 
 LINE = b'#tryinclude "extensions_followme.conf"'
 NOGROUP = grp.getgrnam("nogroup").gr_gid if "nogroup" in {g.gr_name for g in grp.getgrall()} else 65534

@@ -1,8 +1,9 @@
 """Reading a host's declarations from task_vars: only the strings that hold a template are templated."""
 
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from ansible.template import Templar
 from ansible_collections.followme.asterisk.plugins.plugin_utils.variables import read_variables
+from compat import trust_as_template
 
 
 def _templar(**variables):
