@@ -158,3 +158,30 @@ def test_deep_nesting_from_extra_vars_is_an_error():
     assert run.returncode != 0
     assert "is nested more than 32 levels deep (the format needs 6): not checked further" in flat(run.output)
     assert "Traceback" not in run.output
+
+
+def test_an_inventory_that_does_not_exist_fails_instead_of_going_green():
+    run = run_playbook("playbooks/validate.yml", ROOT / "does-not-exist")
+    assert run.returncode != 0, run.output
+    assert "No host is in group 'pbx' of the inventory" in flat(run.output)
+    assert "Nothing was validated and nothing was changed" in flat(run.output)
+
+
+def test_an_inventory_without_pbx_hosts_fails_site_yml_too(tmp_path):
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    web1: {ansible_host: 192.0.2.9}\n")
+    run = run_playbook("site.yml", tmp_path)
+    assert run.returncode != 0, run.output
+    assert "No host is in group 'pbx' of the inventory" in flat(run.output)
+    assert "web1" not in run.recap, run.output
+
+
+def test_a_pbx_host_without_any_follow_me_variables_is_named(tmp_path):
+    (tmp_path / "hosts.yml").write_text("pbx:\n  hosts:\n    pbx-a: {ansible_host: 192.0.2.10}\n"
+                                        "    pbx-b: {ansible_host: 192.0.2.11}\n")
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "pbx-a.yml").write_text('followme:\n  "2001": {list: ["2002"]}\n')
+    run = run_playbook("playbooks/validate.yml", tmp_path)
+    assert run.returncode != 0, run.output
+    assert ("pbx-b: followme = null: the inventory names this host as a PBX (group pbx) but gives it no "
+            "follow-me variables at all") in flat(run.output), run.output
+    assert run.recap["pbx-a"]["failed"] == 0
