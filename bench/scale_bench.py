@@ -42,13 +42,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "collections")]
 
 from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import Settings, render  # noqa: E402
+from ansible_collections.followme.asterisk.plugins.module_utils.plan import STRATEGIES  # noqa: E402
 from labcall import GATEWAY, answer, ensure_contacts, get_host, ssh  # noqa: E402
 from labcall.agents import SippAgent, free_port, stop_all  # noqa: E402
 from labcall.call import host_lock  # noqa: E402
 from labcall.scenarios import uac_scenario  # noqa: E402
 
-STRATEGIES = ["ringall", "ringall-prim", "hunt", "hunt-prim", "memoryhunt", "memoryhunt-prim",
-              "firstavailable", "firstnotonphone", "ringallv2", "ringallv2-prim"]
 MANAGED = "/etc/asterisk/extensions_followme.conf"
 RELOAD = "module reload pbx_config.so"
 NOOP = """\
