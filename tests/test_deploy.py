@@ -131,7 +131,10 @@ def test_a_load_that_is_not_what_was_written_is_rolled_back(lab_host):
     something else than the file says. The module must see it, name it, restore the previous file and reload it."""
     files, revision = file_state(lab_host), asterisk_rx(lab_host, "dialplan show s@followme-revision")
     previous = re.search(r"NoOp\(([0-9a-f]{16})\)", revision).group(1)
-    run = deploy(lab_host, extra_vars={"followme_context": "from-internal"})
+    # The controller cannot know the site's contexts; it refuses only outbound/extension contexts that are the
+    # role's own, so those point elsewhere here.
+    run = deploy(lab_host, extra_vars={"followme_context": "from-internal", "followme_outbound_context": "lab-dest",
+                                       "followme_extension_context": "lab-dest"})
     assert not run.ok and run.recap[lab_host.name]["failed"] == 1, run.output
     message = one_line(run.output)
     assert ("the new follow-me dialplan did not load (context from-internal also holds lines from extensions.conf: "

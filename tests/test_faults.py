@@ -60,6 +60,12 @@ def install_result(run) -> dict:
     return json.JSONDecoder().raw_decode(run.output, run.output.index("=> ", start) + 3)[0]
 
 
+#: followme_context named like a context of the site's (the controller cannot know the site's contexts; it
+#: refuses only outbound/extension contexts that are the role's own, so those point elsewhere here).
+COLLIDING = {"followme_context": "from-internal", "followme_outbound_context": "lab-dest",
+             "followme_extension_context": "lab-dest"}
+
+
 def failure(run, host) -> str:
     assert not run.ok and run.recap[host.name]["failed"] == 1, run.output
     return install_result(run)["msg"]
@@ -358,7 +364,7 @@ def test_a_run_killed_mid_way_leaves_nothing_behind(lab_host, frozen):
 
 @pytest.mark.parametrize(("command", "cause"), [
     ("dialplan remove extension 2001@followme",
-     "context followme holds 11 extensions and 22 priorities instead of 12 and 24"),
+     "context followme holds 23 extensions and 46 priorities instead of 24 and 48"),
     ("dialplan add extension 2999,1,Hangup() into followme",
      "context followme also holds lines from pbx_config: a context of that name is defined elsewhere too"),
 ])
@@ -400,10 +406,10 @@ def test_an_empty_declaration_set_does_not_wipe_follow_me_unless_asked(lab_host,
     files = file_state(lab_host)
     check = deploy(lab_host, extra_vars={"followme": {}}, check=True)
     assert failure(check, lab_host).startswith(
-        f"would refuse to replace the follow-me dialplan of 12 extension(s) in {MANAGED} with an empty one")
+        f"would refuse to replace the follow-me dialplan of 24 extension(s) in {MANAGED} with an empty one")
     run = deploy(lab_host, extra_vars={"followme": {}})
     assert failure(run, lab_host) == (
-        f"refusing to replace the follow-me dialplan of 12 extension(s) in {MANAGED} with an empty one: this host "
+        f"refusing to replace the follow-me dialplan of 24 extension(s) in {MANAGED} with an empty one: this host "
         "has no enabled declarations (a misspelt variable or an inventory that did not load?). To remove follow-me "
         "from it on purpose, set followme_allow_empty: true; nothing was changed")
     assert file_state(lab_host) == files
@@ -421,7 +427,7 @@ def test_a_rollback_on_a_host_that_never_had_follow_me_leaves_no_context_live(la
                   "asterisk -rx 'module reload pbx_config.so'")
     assert "There is no existence of 'followme' context" in asterisk_rx(lab_host, "dialplan show followme")
     files = ssh(lab_host, f"ls /etc/asterisk; sha256sum {MAIN}").stdout
-    run = deploy(lab_host, extra_vars={"followme_context": "from-internal"})
+    run = deploy(lab_host, extra_vars=COLLIDING)
     message = failure(run, lab_host)
     assert message.startswith("the new follow-me dialplan did not load (context from-internal also holds lines "
                               "from extensions.conf"), message

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -292,11 +293,19 @@ def _switch_state(host, extension) -> tuple[str, str]:
     return (match.group(1) if match else "-"), (state.group(1) if state else lamp)
 
 
-def _lamp(host, extension) -> str:
-    """The state of the hint *21<extension> (what a phone's BLF key subscribed to it shows), from Asterisk."""
-    out = asterisk_rx(host, f"dialplan eval function EXTENSION_STATE(*21{extension}@followme-toggle)")
-    match = re.search(r"^Result:\s*(\S*)", out, re.M)
-    return match.group(1) if match else out
+def _lamp(host, extension, expected: str | None = None, timeout: float = 3.0) -> str:
+    """The state of the hint *21<extension> (what a phone's BLF key subscribed to it shows), from Asterisk.
+
+    Asterisk updates a hint from its device state asynchronously (a task processor): with `expected`, the
+    state is read again until it is that, for at most `timeout` s, and the last reading is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = asterisk_rx(host, f"dialplan eval function EXTENSION_STATE(*21{extension}@followme-toggle)")
+        match = re.search(r"^Result:\s*(\S*)", out, re.M)
+        state = match.group(1) if match else out
+        if expected is None or state == expected or time.monotonic() > deadline:
+            return state
+        time.sleep(0.2)
 
 
 def _dial_switch(host, extension):
@@ -336,7 +345,7 @@ def test_users_switch_survives_a_deploy_and_the_next_call_follows_it(switch):
     _dial_switch(host, "2001")
     assert _switch_state(host, "2001") == ("off", "NOT_INUSE")
     _site_handling(place_call(host, "2001", {"2001": busy()}), "2001")
-    assert _lamp(host, "2001") == "NOT_INUSE"  # what a BLF key on *212001 shows: off
+    assert _lamp(host, "2001", "NOT_INUSE") == "NOT_INUSE"  # what a BLF key on *212001 shows: off
 
     # A deploy that changes the dialplan (2006 declared, disabled) reloads it and leaves the switch alone.
     run = run_playbook("site.yml", CALLS_INVENTORY, limit=host.name, extra_vars={"followme_host": {"2006": {
@@ -348,7 +357,7 @@ def test_users_switch_survives_a_deploy_and_the_next_call_follows_it(switch):
 
     _dial_switch(host, "2001")
     assert _switch_state(host, "2001") == ("on", "INUSE")
-    assert _lamp(host, "2001") == "INUSE"
+    assert _lamp(host, "2001", "INUSE") == "INUSE"
     assert "Custom:FOLLOWME2001" in asterisk_rx(host, "core show hint *212001")  # the hint made for the lamp
     check_timeline(place_call(host, "2001", {"2001": busy()}), followed)
 

@@ -74,19 +74,22 @@ EXPECTED = {
     "2007": {"list": ["2008", "2009", "2010"], "initial_ring_time": 2, "strategy": "firstavailable", "ring_time": 3,
              "no_answer": {"voicemail": "2007"}, "enabled": False},
     "2008": {"list": ["2009", "2010", "09121234567#"], "initial_ring_time": 2, "strategy": "firstnotonphone",
-             "ring_time": 3, "no_answer": {"voicemail": "2008"}, "confirm_calls": True},
+             "ring_time": 3, "no_answer": {"voicemail": "2008"}, "confirm_calls": True,
+             "confirm_prompt": "custom/press-1", "too_late_prompt": "custom/too-late"},
     "2009": {"list": ["2009", "2010"], "initial_ring_time": 2, "strategy": "ringallv2", "ring_time": 3,
              "no_answer": {"extension": "2010"}, "music_on_hold": "default",
              "announcement": "followme/pls-hold-while-try"},
     "2010": {"list": ["2001", "2002"], "initial_ring_time": 2, "strategy": "ringallv2-prim", "ring_time": 3,
-             "no_answer": {"goto": {"context": "ivr-3", "extension": "s", "priority": 1}}},
+             "no_answer": {"goto": {"context": "ivr-3", "extension": "s", "priority": 1}},
+             "external_cid_mode": "fixed", "external_cid_number": "02112345678"},
     "2011": {"list": ["2010#"], "initial_ring_time": 5, "strategy": "ringallv2-prim", "ring_time": 60,
              "no_answer": "hangup"},
     "2012": {"list": ["2013", "2014"], "initial_ring_time": 2, "strategy": "ringall", "ring_time": 3,
              "no_answer": {"voicemail": "2012"}, "enabled": False},
 }
 FIELD_DEFAULTS = {"enabled": True, "confirm_calls": False, "cid_name_prefix": None, "alert_info": None,
-                  "music_on_hold": None, "announcement": None}
+                  "music_on_hold": None, "announcement": None, "confirm_prompt": None, "too_late_prompt": None,
+                  "external_cid_mode": "default", "external_cid_number": None, "schedule": None}
 
 #: (extension, FreePBX key, words of what the import did) that the report must list.
 REPORTED = [
@@ -96,12 +99,11 @@ REPORTED = [
     ("2006", "grplist", '"2007" dropped: already in the list'),
     ("2006", "postdest", "2015 has no voicemail (novm)"),
     ("2008", "grplist", '"09121234567" imported as "09121234567#"'),
-    ("2008", "remotealertmsg", "followme_confirm_prompt"),
-    ("2008", "toolatemsg", "followme_too_late_prompt"),
+    ("2008", "remotealertmsg", "imported as confirm_prompt"),
+    ("2008", "toolatemsg", "imported as too_late_prompt"),
     ("2009", "grplist", '"2009#" imported as "2009"'),
     ("2009", "annmsg", "make sure this sound file is on the PBX"),
     ("2010", "grplist", "blocked by followme_external_deny"),
-    ("2010", "changecid", 'not supported here yet'),
     ("2010", "postdest", "imported as goto ivr-3,s,1"),
     ("2011", "grplist", '"2003#" dropped: external number blocked by followme_external_deny'),
     ("2011", "strategy", "imported as ringallv2-prim"),

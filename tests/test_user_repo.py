@@ -154,8 +154,9 @@ def test_validate_combines_group_and_host_declarations(user_repo):
     assert f"3 follow-me declaration(s) valid on {host}, 3 enabled" in run.output
     assert f"{host}: 2001: ring 2001 for 27 s, joined after 7 s by 2002, 909121234567# for 20 s" in run.output
     # 2002 is the host's (host_vars followme_host: memoryhunt over three), not the group's hunt over two.
-    assert (f"{host}: 2002: ring 2002 for 7 s; then ring 2003, then add 2004, 2005 one by one, 20 s each step; "
-            "then extension 2001") in run.output, run.output
+    assert (f"{host}: 2002: ring 2002 for 7 s; then ring 2003, then add 2004, 2005 one by one, 20 s each step, "
+            "all ringing on until 60 s; then extension 2001 [followme_host, inventory/host_vars/") in run.output, \
+        run.output
     assert f"{host}: 2010: ring 2011, 909351234567# together for 20 s; then hang up" in run.output, run.output
     assert run.recap[host] == {"ok": 1, "changed": 0, "unreachable": 0, "failed": 0}, run.output
 
