@@ -332,9 +332,11 @@ def test_include_file_on_a_freepbx_shaped_site(freepbx_shaped):
 @pytest.mark.parametrize("bad", ["../extensions.conf", "extensions_followme.conf", "custom.conf\n#exec x",
                                  "extensions_custom"])
 def test_a_bad_include_file_is_refused_and_nothing_changes(lab_host, bad):
-    """Only a plain *.conf file name of followme_config_dir, other than the managed file itself."""
+    """Only a plain *.conf file name of followme_config_dir, other than the managed file itself: refused on the
+    controller with the other role variables (the module refuses it too: tests/unit/test_module.py)."""
     before = {name: cat(lab_host, f"/etc/asterisk/{name}") for name in ("extensions.conf", "extensions_followme.conf")}
     run = deploy_include_file(lab_host, bad)
     assert not run.ok and run.recap.get(lab_host.name, {}).get("failed") == 1, run.output
-    assert "include_file must be a file name" in run.output, run.output
+    assert f"{lab_host.name}: followme_include_file = " in run.output, run.output
+    assert "nothing is changed on any host" in run.output, run.output
     assert {name: cat(lab_host, f"/etc/asterisk/{name}") for name in before} == before

@@ -114,7 +114,8 @@ def test_merge_request_plan_in_words_with_layers_and_timelines(repo):
                      r"now declared in `followme_host` instead of `followme`$",
                      shiraz, re.M), shiraz
     assert re.search(r"^\*\*Removed\*\* .*\n\n- \*\*2003\*\* \(`followme`, .*\): was ring 2003 for 7 s; then ring "
-                     r"2004, then add 2005 one by one, 15 s each step, all ringing on until 30 s; then voicemail 2003$", shiraz, re.M), shiraz
+                     r"2004, then add 2005 one by one, 15 s each step, all ringing on until 30 s; "
+                     r"then voicemail 2003$", shiraz, re.M), shiraz
     assert "<summary>2002" not in shiraz  # disabled: no timeline to draw
 
     assert section(markdown, "pbx-isfahan").startswith("### `pbx-isfahan`: new host, 2 extensions\n")

@@ -292,13 +292,13 @@ class Files:
             result[path.name] = (path.read_bytes(), st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
         return result
 
-    def plan(self, *extensions: str, context="followme") -> fm.Plan:
+    def plan(self, *extensions: str, context="followme", include_file="extensions.conf") -> fm.Plan:
         return fm.make_plan(dict(declarations={e: dict(DECLARATION) for e in extensions}, context=context,
                                  device="PJSIP/{extension}", outbound_context="from-internal",
                                  extension_context="from-internal", voicemail_context="default",
                                  confirm_prompt="followme/options", too_late_prompt="followme/sorry",
                                  confirm_timeout=5, toggle_code="*21", config_dir=str(self.directory),
-                                 include_file="extensions.conf",
+                                 include_file=include_file,
                                  owner="root",
                                  group=str(NOGROUP), mode="0640"))
 
@@ -739,3 +739,11 @@ def test_main_removes_temporary_files_a_killed_run_left(tmp_path, monkeypatch, c
     result = run_module(tmp_path, monkeypatch, capsys, asterisk_body="exit 0", timeout=10)
     assert not (etc / ".followme-abc.tmp").exists()
     assert any(w.startswith(f"removed {etc}/.followme-abc.tmp") for w in warnings(result))
+
+
+@pytest.mark.parametrize("bad", ["../extensions.conf", "extensions_followme.conf", "custom.conf\n#exec x",
+                                 "extensions_custom"])
+def test_a_bad_include_file_is_refused_by_the_module_too(tmp_path, bad):
+    """Validation refuses it on the controller; a direct module call is refused before anything is read."""
+    with pytest.raises(fm.Failure, match="include_file must be a file name in config_dir"):
+        Files(tmp_path, None).plan("2001", include_file=bad)
