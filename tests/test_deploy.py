@@ -137,8 +137,9 @@ def test_a_load_that_is_not_what_was_written_is_rolled_back(lab_host):
                                        "followme_extension_context": "lab-dest"})
     assert not run.ok and run.recap[lab_host.name]["failed"] == 1, run.output
     message = one_line(run.output)
-    assert ("the new follow-me dialplan did not load (context from-internal also holds lines from extensions.conf: "
-            "a context of that name is defined elsewhere too (a context collision") in message, run.output
+    assert "the new follow-me dialplan did not load (context from-internal also holds lines from extensions.conf" \
+        in message, run.output
+    assert "a context of that name is defined elsewhere too (a context collision" in message, run.output
     assert (f"the previous files were restored and reloaded, Asterisk runs revision {previous} again (proven)"
             in message), run.output
     assert file_state(lab_host) == files
