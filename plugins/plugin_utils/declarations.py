@@ -133,13 +133,8 @@ def _show(value: Any) -> str:
 # -- bounded copies ---------------------------------------------------------------------------
 
 def _plain_key(key):
-    if isinstance(key, bool) or key is None:
-        return key
-    if isinstance(key, int):
-        return int(key)
-    if isinstance(key, float):
-        return float(key)
-    return str(key) if isinstance(key, str) else repr(key)
+    """A mapping key as plain Python: a scalar as _plain_scalar makes it, anything else as its repr."""
+    return _plain_scalar(key) if isinstance(key, _SCALARS) else repr(key)
 
 
 def _plain_scalar(value):

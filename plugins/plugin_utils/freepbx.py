@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from ..module_utils.dialplan import _GOTO_EXTEN, _NAME, _SOUND, FREE_TEXT
+
 #: Declaration fields in the order they are written (the schema's order; a unit test checks it).
 FIELDS = ("list", "initial_ring_time", "strategy", "ring_time", "no_answer", "enabled", "confirm_calls",
           "cid_name_prefix", "alert_info", "music_on_hold", "announcement", "confirm_prompt", "too_late_prompt",
@@ -54,13 +56,12 @@ MAX_ENTRIES = 20
 # Strict patterns, the schema's (whole string). Everything that reaches a declaration matches one.
 _EXTENSION = re.compile(r"[0-9]{1,15}")
 _EXTERNAL = re.compile(r"\+?[0-9*]{1,30}#")
-_CID_PREFIX = re.compile(r"[A-Za-z0-9_ .:+\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u024F"
-                         r"\u0388-\u03CE\u0400-\u045F\u05D0-\u05EA\u0620-\u064A\u0660-\u0669\u0671-\u06D3\u06F0-\u06F9-]{1,20}")
-_ALERT_INFO = re.compile(r"[A-Za-z0-9<>:/._;=@?&%~+-]{1,128}")
+# The renderer's own patterns where the schema's and the renderer's are one (a unit test keeps them equal).
+_CID_PREFIX = FREE_TEXT["cid_name_prefix"]
+_ALERT_INFO = FREE_TEXT["alert_info"]
 _MOH = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_SOUND = re.compile(r"[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,4}")
-_CONTEXT = re.compile(r"[A-Za-z0-9_-]{1,79}")
-_GOTO_EXTENSION = re.compile(r"[A-Za-z0-9*+][A-Za-z0-9*#+]{0,39}")
+_CONTEXT = _NAME
+_GOTO_EXTENSION = _GOTO_EXTEN
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
 _NUMBER = re.compile(r"[0-9]{1,5}")
 _VOICEMAIL_DEST = re.compile(r"vm([ubsi])([0-9]{1,15})")
