@@ -110,18 +110,21 @@ def declarations(count: int) -> dict:
     return {**result, **CALL_BENCH}
 
 
-def write_inventory(directory: Path, hosts: list, count: int) -> None:
-    (directory / "host_vars").mkdir(parents=True, exist_ok=True)
+def write_inventory(directory: Path, hosts: list, count: int, *, shared: bool = False) -> None:
+    """host_vars/<host>.yml each with the declarations, or (shared) one group_vars/pbx.yml for every host."""
+    (directory / "hosts.yml").parent.mkdir(parents=True, exist_ok=True)
     (directory / "hosts.yml").write_text(yaml.safe_dump({"pbx": {"hosts": {h.name: {} for h in hosts}}}))
     text = yaml.safe_dump({"followme": declarations(count)}, width=200)
-    for host in hosts:
-        (directory / "host_vars" / f"{host.name}.yml").write_text(text)
+    folder = directory / ("group_vars" if shared else "host_vars")
+    folder.mkdir(exist_ok=True)
+    for name in ["pbx"] if shared else [h.name for h in hosts]:
+        (folder / f"{name}.yml").write_text(text)
 
 
 class Bench:
-    def __init__(self, workdir: Path, hosts: list, verbose: bool):
+    def __init__(self, workdir: Path, hosts: list, verbose: bool, inventory: str = "inventory"):
         self.workdir = workdir
-        self.inventory = workdir / "inventory"
+        self.inventory = workdir / inventory
         self.hosts = hosts
         self.verbose = verbose
         (workdir / "noop.yml").write_text(NOOP)
@@ -315,7 +318,12 @@ def call_figures(host, calls: int) -> dict:
     }
 
 
-def fleet_figures(bench: Bench, fleet: list, rounds: int) -> dict:
+def fleet_figures(workdir: Path, fleet: list, size: int, rounds: int, verbose: bool) -> dict:
+    """site.yml converging the fleet against converging its first host, the same declarations each: written
+    once in group_vars (as a site gives every PBX the same declarations), so that both runs load the same
+    inventory and the figure is what each added PBX costs."""
+    bench = Bench(workdir, fleet, verbose, inventory="fleet-inventory")
+    write_inventory(bench.inventory, fleet, size, shared=True)
     site = ROOT / "site.yml"
     one, many = [], []
     for _ in range(rounds):
@@ -384,7 +392,7 @@ def main() -> None:
         for size in sizes:
             workdir = Path(temporary) / str(size)
             workdir.mkdir()
-            bench = Bench(workdir, [host] + [h for h in fleet if h != host], args.verbose)
+            bench = Bench(workdir, [host], args.verbose)
             write_inventory(bench.inventory, bench.hosts, size)
             print(f"{size:,} declarations on {host.name}...", file=sys.stderr, flush=True)
             r = results[size] = {}
@@ -398,7 +406,7 @@ def main() -> None:
             if "calls" not in skip:
                 r.update(call_figures(host, args.calls))
             if fleet and "fleet" not in skip:
-                r.update(fleet_figures(bench, fleet, args.rounds))
+                r.update(fleet_figures(workdir, fleet, size, args.rounds, args.verbose))
     stop_all()
     load = os.getloadavg()
     print(f"\nfollowme scale bench: {os.cpu_count()} CPUs, load {load[0]:.1f} at the end, "

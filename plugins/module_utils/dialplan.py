@@ -21,11 +21,16 @@ order makes every insertion O(1) (ascending is the O(N^2) worst case).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import inspect
+import json
 import re
+import sys
 from dataclasses import dataclass
 from typing import Dict, Mapping, Tuple
 
+from . import plan as _plan_module
 from .plan import ALL, CallPlan
 
 FILE_NAME = "extensions_followme.conf"
@@ -186,8 +191,9 @@ def _comment(text: str) -> str:
     return "; " + re.sub(r"[^\w .,:;()+#*/-]", "?", text)
 
 
-def render(plans: Mapping[str, CallPlan], settings: Settings) -> str:
-    """The whole managed file for one host (extensions in descending order, see the module's docstring)."""
+def render(plans: Mapping[str, CallPlan], settings: Settings, stamp: str = "") -> str:
+    """The whole managed file for one host (extensions in descending order, see the module's docstring).
+    stamp: the input_stamp() of what the plans were built from, written into the header (see reused())."""
     settings.check()
     c = settings.context
     lines = [f"[{c}]", f"; Entered at <extension>@{c}; one Gosub per extension, logic in [{c}-call]."]
@@ -212,9 +218,46 @@ def render(plans: Mapping[str, CallPlan], settings: Settings) -> str:
         timeout=settings.confirm_timeout,
         toggle_check=TOGGLE_CHECK.format(c=c) if settings.toggle_code else "",
     ) + _toggle_context(plans, settings)
+    return _framed(body, c, stamp)
+
+
+def _framed(body: str, context: str, stamp: str) -> str:
+    if stamp and not _STAMP.match(stamp):
+        raise ValueError(f"refusing to write the input stamp {stamp!r}: not 64 hexadecimal digits")
     revision = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
-    return (f"{HEADER}\n; Revision {revision}: the follow-me declarations of this host, see `dialplan show {c}`.\n\n"
-            f"{body}\n[{c}-revision]\nexten => s,1,NoOp({revision})\n")
+    return "".join((f"{HEADER}\n", f"; Input {stamp}\n" if stamp else "",
+                    f"; Revision {revision}: the follow-me declarations of this host, see `dialplan show {context}`.\n\n"
+                    f"{body}\n[{context}-revision]\nexten => s,1,NoOp({revision})\n"))
+
+
+_STAMP = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def input_stamp(declarations: Mapping[str, Mapping], settings: Settings, with_disabled: bool) -> str:
+    """A digest of everything the rendered file depends on: this renderer's code (plan.py and this file)
+    and its inputs. Two runs with the same stamp render the same text; "" when the code cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        for module in (_plan_module, sys.modules[__name__]):
+            digest.update(inspect.getsource(module).encode("utf-8"))
+    except (OSError, TypeError):
+        return ""  # the code cannot be read back: no stamp, every run renders
+    inputs = {"declarations": declarations, "settings": dataclasses.asdict(settings), "with_disabled": with_disabled}
+    digest.update(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def reused(text: str, context: str, stamp: str) -> bool:
+    """True when text is a file render() wrote with this stamp and nobody changed since: then it is what
+    rendering the same inputs again would make, and the rendering can be skipped. A hand edit breaks the
+    revision the body was written with, so such a file is rendered and written again."""
+    if not text or not stamp or f"\n; Input {stamp}\n" not in text[:len(HEADER) + 80]:
+        return False
+    empty = _framed("", context, stamp)  # the frame alone; its revision has the same length as any other
+    head = empty.index(f"\n[{context}-revision]\n")
+    if len(text) < len(empty):
+        return False
+    return _framed(text[head:len(text) - (len(empty) - head)], context, stamp) == text
 
 
 def revision_of(text: str):

@@ -253,7 +253,9 @@ from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import 
     Settings,
     context_of,
     counts,
+    input_stamp,
     render,
+    reused,
     revision_of,
 )
 from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plans
@@ -794,20 +796,34 @@ def make_plan(params: dict) -> Plan:
         confirm_prompt=params["confirm_prompt"], too_late_prompt=params["too_late_prompt"],
         confirm_timeout=params["confirm_timeout"], toggle_code=params["toggle_code"],
     )
-    try:
-        plans = build_plans(params["declarations"], with_disabled=bool(params["toggle_code"]))
-        text = render(plans, settings)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise Failure(f"cannot render the declarations ({type(exc).__name__}: {exc}); "
-                      "they must pass followme_validate first; nothing was written") from None
     attributes = resolve_attributes(params["owner"], params["group"], params["mode"])
     config_dir, include_file = params["config_dir"], params["include_file"]
     if not _INCLUDE_FILE.match(include_file) or include_file == FILE_NAME:
         raise Failure(f"include_file must be a file name in config_dir matching ^[A-Za-z0-9_.-]+\\.conf$, "
                       f"other than {FILE_NAME}, not {include_file!r}; nothing was written")
-    return Plan(os.path.join(config_dir, FILE_NAME), os.path.join(config_dir, include_file), text, attributes,
-                sum(1 for call in plans.values() if call.enabled),
-                {extension: call.enabled for extension, call in plans.items()})
+    managed_path = os.path.join(config_dir, FILE_NAME)
+    declarations, with_disabled = params["declarations"], bool(params["toggle_code"])
+    try:
+        settings.check()
+        # The file on the host, rendered from the same inputs by the same code (the stamp in its header) and
+        # not changed since, is what rendering again would make: a rerun with nothing to do skips rendering.
+        stamp = input_stamp(declarations, settings, with_disabled)
+        current = None
+        with contextlib.suppress(Failure, UnicodeDecodeError):
+            current = (read_file(managed_path).data or b"").decode("utf-8")
+        if current and reused(current, settings.context, stamp):
+            text = current
+            enabled = {str(extension): bool(declaration["enabled"]) for extension, declaration in declarations.items()
+                       if declaration["enabled"] or with_disabled}
+        else:
+            plans = build_plans(declarations, with_disabled=with_disabled)
+            text = render(plans, settings, stamp)
+            enabled = {extension: call.enabled for extension, call in plans.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise Failure(f"cannot render the declarations ({type(exc).__name__}: {exc}); "
+                      "they must pass followme_validate first; nothing was written") from None
+    return Plan(managed_path, os.path.join(config_dir, include_file), text, attributes,
+                sum(1 for on in enabled.values() if on), enabled)
 
 
 def compare(plan: Plan, before: dict) -> Change:

@@ -8,6 +8,7 @@ pbx_config would load them) or, for the time limits, by a fake `asterisk` execut
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import grp
@@ -23,10 +24,12 @@ import time
 import pytest
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common import warnings as common_warnings
+from ansible_collections.followme.asterisk.plugins.module_utils import dialplan as dialplan_module
 from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import (
     FILE_NAME,
     Settings,
     counts,
+    input_stamp,
     render,
     revision_of,
 )
@@ -46,7 +49,10 @@ SITE = b"[from-internal]\nexten => _20XX,1,Dial(PJSIP/${EXTEN})\n"
 
 
 def rendered(*extensions: str) -> str:
-    return render(build_plans({e: dict(DECLARATION) for e in extensions}), SETTINGS)
+    """The file make_plan writes for these extensions (stamped as it stamps it)."""
+    declarations = {e: dict(DECLARATION) for e in extensions}
+    return render(build_plans(declarations, with_disabled=True), SETTINGS,
+                  input_stamp(declarations, SETTINGS, with_disabled=True))
 
 
 # -- the include line -----------------------------------------------------------------------------
@@ -747,3 +753,61 @@ def test_a_bad_include_file_is_refused_by_the_module_too(tmp_path, bad):
     """Validation refuses it on the controller; a direct module call is refused before anything is read."""
     with pytest.raises(fm.Failure, match="include_file must be a file name in config_dir"):
         Files(tmp_path, None).plan("2001", include_file=bad)
+
+
+# -- a rerun with nothing to do skips rendering -----------------------------------------------------
+
+def _params(directory, declarations, toggle_code="*21"):
+    return dict(declarations=declarations, context="followme", device="PJSIP/{extension}",
+                outbound_context="from-internal", extension_context="from-internal", voicemail_context="default",
+                confirm_prompt="followme/options", too_late_prompt="followme/sorry", confirm_timeout=5,
+                toggle_code=toggle_code, config_dir=str(directory), include_file="extensions.conf", owner="root",
+                group=str(NOGROUP), mode="0640")
+
+
+@pytest.mark.parametrize("toggle_code", ["*21", ""])
+def test_an_unchanged_stamped_file_is_taken_as_the_plan(tmp_path, monkeypatch, toggle_code):
+    declarations = {e: dict(DECLARATION) for e in ("2001", "2002", "2003")}
+    declarations["2003"]["enabled"] = False
+    fresh = fm.make_plan(_params(tmp_path, declarations, toggle_code))
+    (tmp_path / FILE_NAME).write_text(fresh.text)
+    rendering = []
+    monkeypatch.setattr(fm, "render", lambda *a, **k: rendering.append(a) or render(*a, **k))
+    again = fm.make_plan(_params(tmp_path, declarations, toggle_code))
+    assert rendering == []  # taken from the file
+    assert (again.text, again.enabled, again.extension_count) == (fresh.text, fresh.enabled, fresh.extension_count)
+    assert again.enabled == ({"2001": True, "2002": True, "2003": False} if toggle_code else
+                             {"2001": True, "2002": True})
+
+
+@pytest.mark.parametrize("edit", [
+    lambda text: text.replace("exten => 2002,1,", "exten => 2009,1,"),  # a hand edit of the body
+    lambda text: text[:-1],  # truncated
+    lambda text: text.replace("[followme-revision]", "[followme-revision]\nexten => 1,1,Dial(PJSIP/x)"),
+    lambda text: "\n".join(line for line in text.splitlines() if not line.startswith("; Input ")) + "\n",
+])
+def test_a_changed_file_is_rendered_again(tmp_path, monkeypatch, edit):
+    declarations = {e: dict(DECLARATION) for e in ("2001", "2002")}
+    fresh = fm.make_plan(_params(tmp_path, declarations))
+    (tmp_path / FILE_NAME).write_text(edit(fresh.text))
+    rendering = []
+    monkeypatch.setattr(fm, "render", lambda *a, **k: rendering.append(a) or render(*a, **k))
+    assert fm.make_plan(_params(tmp_path, declarations)).text == fresh.text
+    assert len(rendering) == 1
+
+
+def test_the_stamp_covers_the_inputs_and_the_renderer_code(monkeypatch):
+    declarations = {"2001": dict(DECLARATION)}
+    stamp = input_stamp(declarations, SETTINGS, True)
+    assert len(stamp) == 64 and stamp == input_stamp({"2001": dict(DECLARATION)}, SETTINGS, True)
+    assert input_stamp({"2001": {**DECLARATION, "ring_time": 21}}, SETTINGS, True) != stamp
+    assert input_stamp(declarations, dataclasses.replace(SETTINGS, device="SIP/{extension}"), True) != stamp
+    assert input_stamp(declarations, SETTINGS, False) != stamp
+    real = dialplan_module.inspect.getsource
+    monkeypatch.setattr(dialplan_module.inspect, "getsource", lambda module: real(module) + "# changed\n")
+    assert input_stamp(declarations, SETTINGS, True) != stamp
+    monkeypatch.setattr(dialplan_module.inspect, "getsource", lambda module: (_ for _ in ()).throw(OSError("zip")))
+    assert input_stamp(declarations, SETTINGS, True) == ""  # no stamp: every run renders
+    assert "; Input" not in render(build_plans(declarations), SETTINGS, "")
+    with pytest.raises(ValueError, match="input stamp"):
+        render(build_plans(declarations), SETTINGS, "x\n[evil]")
