@@ -119,7 +119,7 @@ def _seconds(value, low: int, what: str) -> int:
 
 def gosub_arguments(plan: CallPlan) -> str:
     """The data a plan becomes: EXTENSION,PRIMARY,CONFIRM,CID64,ALERT64,MOH,ANNOUNCEMENT,
-    CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE,STEP..."""
+    CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE,ON,STEP..."""
     steps = []
     for step in plan.steps:
         pick = "pre" if step.pick == ALL and all(leg.own for leg in step.legs) else step.pick
@@ -133,7 +133,8 @@ def gosub_arguments(plan: CallPlan) -> str:
         _require(_NAME, plan.music_on_hold, "music_on_hold") if plan.music_on_hold else "",
         _require(_SOUND, plan.announcement, "announcement") if plan.announcement else "",
     ]
-    return ",".join(fields + feature_arguments(plan) + steps)
+    on = "1" if getattr(plan, "enabled", True) else "0"  # ARG12, read by the users' switch (TOGGLE_CHECK)
+    return ",".join(fields + feature_arguments(plan) + [on] + steps)
 
 
 def feature_arguments(plan: CallPlan) -> list:
@@ -260,15 +261,27 @@ def reused(text: str, context: str, stamp: str) -> bool:
     return _framed(text[head:len(text) - (len(empty) - head)], context, stamp) == text
 
 
+_REVISION = re.compile(r"^exten => s,1,NoOp\(([0-9a-f]{16})\)$", re.M)
+_REVISION_CONTEXT = re.compile(r"^\[([A-Za-z0-9_-]+)-revision\]$", re.M)
+
+
+def _last_lines_first(pattern, text: str):
+    """pattern's first match in text, looked for in the last lines first, where render() writes the revision
+    (a search from the top reads megabytes at 10,000 extensions)."""
+    text = text or ""
+    tail = text[text.rfind("\n", 0, max(len(text) - 200, 0)) + 1:]  # from the start of a line
+    return pattern.search(tail) or pattern.search(text)
+
+
 def revision_of(text: str):
     """The revision a rendered file carries, or None."""
-    match = re.search(r"^exten => s,1,NoOp\(([0-9a-f]{16})\)$", text or "", re.M)
+    match = _last_lines_first(_REVISION, text)
     return match.group(1) if match else None
 
 
 def context_of(text: str):
     """The follow-me context a rendered file was made for, or None."""
-    match = re.search(r"^\[([A-Za-z0-9_-]+)-revision\]$", text or "", re.M)
+    match = _last_lines_first(_REVISION_CONTEXT, text)
     return match.group(1) if match else None
 
 
@@ -299,9 +312,10 @@ def _toggle_context(plans: Mapping[str, CallPlan], settings: Settings) -> str:
 
 
 # The users' switch: the state a user chose lives in AstDB FOLLOWME/<extension> (on/off); without one the
-# declaration's enabled decides (a disabled extension's no-answer priority carries the label "disabled").
+# declaration's enabled decides: ARG12 in a call (no lookup in the follow-me context, whose extensions
+# Asterisk's default matcher compares one by one), the label "disabled" on the no-answer priority for *21.
 TOGGLE_CHECK = """\
- same => n,Set(LOCAL(on)=${{IF(${{DIALPLAN_EXISTS({c},${{ARG1}},disabled)}}?off:on)}})
+ same => n,Set(LOCAL(on)=${{IF($["${{ARG12}}" = "0"]?off:on)}})
  same => n,ExecIf(${{DB_EXISTS(FOLLOWME/${{ARG1}})}}?Set(LOCAL(on)=${{FILTER(nof,${{DB_RESULT}})}}))
  same => n,GotoIf($["${{on}}" = "off"]?inactive)
 """
@@ -334,11 +348,12 @@ exten => _{code}X.,hint,Custom:FOLLOWME${{EXTEN:{clen}}}
 SUBROUTINES = """\
 [{c}-call]
 ; Gosub({c}-call,s,1(EXTENSION,PRIMARY,CONFIRM,CID_NAME_PREFIX,ALERT_INFO,MUSIC_ON_HOLD,ANNOUNCEMENT,
-;                     CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE,STEP...))
+;                     CONFIRM_PROMPT,TOO_LATE_PROMPT,CALLER_ID,SCHEDULE,ON,STEP...))
 ;   CONFIRM_PROMPT, TOO_LATE_PROMPT: the extension's own prompts (empty: the site's).
 ;   SCHEDULE: <i|o>~RANGE~... follow-me is active inside (i) or outside (o) the ranges, see [{c}-schedule];
 ;             when it is not, the call goes on at priority 2 of <EXTENSION>@{extension} (the site's own handling).
 ;   CALLER_ID: MODE:NUMBER of the caller ID on external legs (empty: the caller's passes), see [{c}-xcid].
+;   ON: 1 when the declaration is enabled, 0 when not (the users' switch, if any, decides over it).
 ;   PRIMARY: for -prim strategies, the extension whose busy device keeps the list from ringing.
 ;   CID_NAME_PREFIX and ALERT_INFO are base64, decoded only as the value of a Set(). STEP = PICK:SECONDS:LEG-LEG-...
 ;   PICK: pre (the extension alone), all, each (one at a time), grow (leg k joins (k-1)*SECONDS in,
@@ -369,7 +384,7 @@ exten => s,1,Set(LOCAL(busy)=0)
  same => n,ExecIf($["${{ARG4}}" != ""]?Gosub({c}-prefix,s,1(${{ARG4}})))
  same => n,Set(LOCAL(opts)=${{IF($["${{ARG6}}" = ""]?:m(${{ARG6}}))}}${{IF($[${{ARG3}}]?U({c}-taken))}})
  same => n,Set(LOCAL(played)=0)
- same => n,Set(LOCAL(s)=12)
+ same => n,Set(LOCAL(s)=13)
  same => n(step),GotoIf($[${{s}} > ${{ARGC}}]?done)
  same => n,Set(LOCAL(pick)=${{CUT(ARG${{s}},:,1)}})
  same => n,Set(LOCAL(secs)=${{CUT(ARG${{s}},:,2)}})

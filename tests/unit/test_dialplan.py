@@ -38,12 +38,14 @@ def declaration(**fields):
 
 def test_plan_becomes_gosub_data():
     plan = build_plan("2001", declaration(cid_name_prefix="FM ", alert_info="<http://x>;info=alert-external"))
-    assert gosub_arguments(plan) == ("2001,2001,0,Rk0g,PGh0dHA6Ly94PjtpbmZvPWFsZXJ0LWV4dGVybmFs,,,,,,,"
+    assert gosub_arguments(plan) == ("2001,2001,0,Rk0g,PGh0dHA6Ly94PjtpbmZvPWFsZXJ0LWV4dGVybmFs,,,,,,,1,"
                                      "all:27:0e2001-7i2002-7x909121234567")
     hunt = build_plan("2002", declaration(strategy="hunt-prim", initial_ring_time=3, ring_time=4,
                                           list=["2003", "2004"], confirm_calls=True, music_on_hold="default",
                                           announcement="custom/hold"))
-    assert gosub_arguments(hunt) == "2002,2003,1,,,default,custom/hold,,,,,pre:3:0e2002,each:4:0i2003-0i2004"
+    assert gosub_arguments(hunt) == "2002,2003,1,,,default,custom/hold,,,,,1,pre:3:0e2002,each:4:0i2003-0i2004"
+    off = build_plan("2003", declaration(enabled=False))
+    assert gosub_arguments(off) == "2003,2003,0,,,,,,,,,0,all:27:0e2003-7i2001-7i2002-7x909121234567"
 
 
 @pytest.mark.parametrize(("no_answer", "application"), [
@@ -207,7 +209,7 @@ def test_memoryhunt_is_one_dial_with_joining_legs():
 def test_declared_prompts_travel_as_gosub_data_and_fall_back_to_the_site():
     plan = build_plan("2001", declaration(confirm_calls=True, confirm_prompt="followme/call-from",
                                           too_late_prompt="custom/late"))
-    assert ",1,,,,,followme/call-from,custom/late,,,all:" in gosub_arguments(plan)
+    assert ",1,,,,,followme/call-from,custom/late,,,1,all:" in gosub_arguments(plan)
     text = render(build_plans({"2001": declaration()}), SETTINGS)
     assert 'Set(__FM_CPROMPT=${IF($["${ARG8}" = ""]?followme/options:${ARG8})})' in text
     assert "Read(fm_key,${FM_CPROMPT},1,,1,5)" in text and "Playback(${FM_LPROMPT})" in text
@@ -282,7 +284,9 @@ def test_users_switch_renders_disabled_declarations_with_a_label_and_one_pattern
     assert "exten => 2002,1,Gosub(followme-call" in text
     assert "exten => _*21X.,hint,Custom:FOLLOWME${EXTEN:3}\n" in text and ",hint," not in text.split("_*21X.")[0]
     assert "exten => *21,1,Set(fm_base=" in text and '"${fm_base}" != "PJSIP/${fm_ext}"' in text
-    assert "Set(LOCAL(on)=${IF(${DIALPLAN_EXISTS(followme,${ARG1},disabled)}?off:on)})" in text
+    # a call reads ON (ARG12) from its own Gosub data: no second lookup in the follow-me context
+    assert 'Set(LOCAL(on)=${IF($["${ARG12}" = "0"]?off:on)})' in text and "DIALPLAN_EXISTS(followme,${ARG1}" not in text
+    assert "exten => 2002,1,Gosub(followme-call,s,1(2002,2002,0,,,,,,,,,0,all:" in text
     found = counts(text)
     assert found["followme"] == (2, 4) and found["followme-toggle"][0] == 2  # *21 and one pattern hint for all
 
