@@ -7,14 +7,18 @@ For each size (number of declarations on one lab PBX) it measures, on real lab h
   no-op rerun   site.yml, nothing changed         vs  copy of the unchanged file      (same inventory)
   reload        `module reload pbx_config.so` with the N extensions  vs  an empty follow-me context
   call setup    caller's INVITE -> first device INVITE, follow-me call   vs  a direct call (median, p90)
-  no follow-me  the same for an extension without follow-me (through the site hook)  vs  a direct call
+  no follow-me  the same for an extension without follow-me (through the site hook)  vs  a direct call,
+                and vs the same call with an empty follow-me context
+                (the call figures with each of Asterisk's extension matchers: default, trie)
   fleet         site.yml converge on --fleet hosts                       vs  on the first of them
+                (the same declarations each, from group_vars)
 
-Playbook times are medians of --rounds alternating runs; call times come from SIPp's message traces
-(wall clock, microseconds, at the gateway where the caller and the devices run), --calls calls each,
-interleaved in blocks. The inventory is generated: `-i inventory/lab -i <temp>` where <temp> gives each
-host N declarations in host_vars (one of them templated, as a site's could be), plus the call-bench
-extension 2001 (list 2002, no pre-ring). Leaves the hosts with the bench's declarations deployed:
+Playbook times are medians of --rounds alternating runs; call times come from the kernel's timestamps of
+the INVITEs on the PBX's link (SIPp places the calls), --calls calls each, interleaved in blocks. The
+inventory is generated: `-i inventory/lab -i <temp>` where <temp> gives the host N declarations in
+host_vars (one of them templated, as a site's could be), plus the call-bench extension 2001 (list 2002,
+no pre-ring); 2001 sorts after every other extension, so each lookup of it walks the whole follow-me
+context under the default matcher (the worst case). Leaves the hosts with the bench's declarations deployed:
 redeploy what you need afterwards (`site.yml --limit <host>`; the call tests redeploy their own).
 
     .venv/bin/python bench/scale_bench.py [--host pbx1] [--sizes 1000,10000[,50000]] [--fleet pbx1,...,pbx8]
@@ -24,6 +28,7 @@ redeploy what you need afterwards (`site.yml --limit <host>`; the call tests red
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -185,12 +190,20 @@ def playbook_figures(bench: Bench, host, rounds: int) -> dict:
 def reload_figures(host, rendered_empty: str, reloads: int) -> dict:
     """Reload with the N extensions that are deployed, then with an empty follow-me context, then back."""
     full = json.loads(ssh(host, RELOAD_TIMES.format(reloads=reloads, reload=RELOAD), timeout=900).stdout)
-    ssh(host, f"cp -p {MANAGED} {MANAGED}.bench && cat > {MANAGED} <<'EOF'\n{rendered_empty}EOF", timeout=60)
-    try:
+    with empty_context(host, rendered_empty):
         empty = json.loads(ssh(host, RELOAD_TIMES.format(reloads=reloads, reload=RELOAD), timeout=900).stdout)
+    return {"reload": median(full), "reload_floor": median(empty)}
+
+
+@contextlib.contextmanager
+def empty_context(host, rendered_empty: str):
+    """The managed file replaced by one with an empty follow-me context (loaded), then put back (loaded)."""
+    ssh(host, f"cp -p {MANAGED} {MANAGED}.bench && cat > {MANAGED} <<'EOF'\n{rendered_empty}EOF\n"
+              f"asterisk -rx '{RELOAD}' >/dev/null", timeout=60)
+    try:
+        yield
     finally:
         ssh(host, f"mv {MANAGED}.bench {MANAGED} && asterisk -rx '{RELOAD}' >/dev/null", timeout=300)
-    return {"reload": median(full), "reload_floor": median(empty)}
 
 
 def empty_file() -> str:
@@ -308,14 +321,26 @@ def _block_of_calls(host, workdir: Path, port: int, target: str, device: SippAge
     return result
 
 
-def call_figures(host, calls: int) -> dict:
-    delays = setup_delays(host, {"2001": "2002", "*2002": "2002", "2003": "2003", "*2003": "2003"}, calls)
-    return {
-        "fm_median": median(delays["2001"]), "fm_p90": p90(delays["2001"]),
-        "direct_median": median(delays["*2002"]), "direct_p90": p90(delays["*2002"]),
-        "hook_median": median(delays["2003"]), "hook_p90": p90(delays["2003"]),
-        "direct2_median": median(delays["*2003"]), "direct2_p90": p90(delays["*2003"]),
-    }
+MATCHERS = {"default": "false", "trie": "true"}  # `dialplan set extenpatternmatchnew ...`
+
+
+def call_figures(host, calls: int, rendered_empty: str) -> dict:
+    """Call setup with each of Asterisk's two extension matchers (switched at run time, the dialplan as loaded),
+    then the call to an extension without follow-me with an empty follow-me context: its floor."""
+    result = {}
+    try:
+        for matcher, value in MATCHERS.items():
+            ssh(host, f"asterisk -rx 'dialplan set extenpatternmatchnew {value}'", timeout=60)
+            delays = setup_delays(host, {"2001": "2002", "*2002": "2002", "2003": "2003", "*2003": "2003"}, calls)
+            for name, target in (("fm", "2001"), ("direct", "*2002"), ("hook", "2003"), ("direct2", "*2003")):
+                result[f"{matcher}_{name}_median"] = median(delays[target])
+                result[f"{matcher}_{name}_p90"] = p90(delays[target])
+    finally:
+        ssh(host, "asterisk -rx 'dialplan set extenpatternmatchnew false'", timeout=60)
+    with empty_context(host, rendered_empty):
+        delays = setup_delays(host, {"2003": "2003"}, calls)
+    result["empty_hook_median"], result["empty_hook_p90"] = median(delays["2003"]), p90(delays["2003"])
+    return result
 
 
 def fleet_figures(workdir: Path, fleet: list, size: int, rounds: int, verbose: bool) -> dict:
@@ -356,11 +381,18 @@ def table(results: dict, fleet_size: int) -> str:
             row("no-op rerun vs copy unchanged", size, r["rerun"], r["copy_rerun"], s)
         if "reload" in r:
             row("reload vs empty context", size, r["reload"], r["reload_floor"], ms)
-        if "fm_median" in r:
-            row("call setup median vs direct", size, r["fm_median"], r["direct_median"], ms)
-            row("call setup p90 vs direct", size, r["fm_p90"], r["direct_p90"], ms)
-            row("no-follow-me median vs direct", size, r["hook_median"], r["direct2_median"], ms)
-            row("no-follow-me p90 vs direct", size, r["hook_p90"], r["direct2_p90"], ms)
+        for matcher in MATCHERS:
+            if f"{matcher}_fm_median" not in r:
+                continue
+            for stat in ("median", "p90"):
+                row(f"follow-me call setup {stat} vs direct ({matcher})", size, r[f"{matcher}_fm_{stat}"],
+                    r[f"{matcher}_direct_{stat}"], ms)
+            for stat in ("median", "p90"):
+                row(f"no-follow-me call {stat} vs direct ({matcher})", size, r[f"{matcher}_hook_{stat}"],
+                    r[f"{matcher}_direct2_{stat}"], ms)
+            for stat in ("median", "p90"):
+                row(f"no-follow-me call {stat} vs empty context ({matcher})", size, r[f"{matcher}_hook_{stat}"],
+                    r[f"empty_hook_{stat}"], ms)
         if "fleet_one" in r:
             row(f"fleet of {fleet_size} vs 1 (converge)", size, r["fleet_many"], r["fleet_one"], s)
     widths = [max(len(str(x[i])) for x in rows) for i in range(len(rows[0]))]
@@ -404,7 +436,7 @@ def main() -> None:
             if "reload" not in skip:
                 r.update(reload_figures(host, empty_file(), args.reloads))
             if "calls" not in skip:
-                r.update(call_figures(host, args.calls))
+                r.update(call_figures(host, args.calls, empty_file()))
             if fleet and "fleet" not in skip:
                 r.update(fleet_figures(workdir, fleet, size, args.rounds, args.verbose))
     stop_all()

@@ -371,6 +371,24 @@ def test_users_switch_survives_a_deploy_and_the_next_call_follows_it(switch):
     hung_up(result, 2)
 
 
+@pytest.mark.parametrize(("matcher", "extension"), [("false", "2002"), ("true", "2005")])
+def test_the_lamp_follows_the_switch_with_either_pattern_matcher(did_route, matcher, extension):
+    """The lamp's hint pattern resolves to the hint Asterisk makes from it with the default matcher and with the
+    trie (extenpatternmatchnew, as a site with thousands of follow-me extensions may set it): each extension is
+    looked at for the first time under that matcher."""
+    host = did_route
+    _forget(host, extension)
+    asterisk_rx(host, f"dialplan set extenpatternmatchnew {matcher}")
+    try:
+        for state in ("INUSE", "NOT_INUSE", "INUSE"):
+            asterisk_rx(host, f"devstate change Custom:FOLLOWME{extension} {state}")
+            assert _lamp(host, extension, state) == state, (matcher, state)
+        assert f"Custom:FOLLOWME{extension}" in asterisk_rx(host, f"core show hint *21{extension}")
+    finally:
+        asterisk_rx(host, "dialplan set extenpatternmatchnew false")
+        _forget(host, extension)
+
+
 def test_switch_from_a_device_without_follow_me_changes_nothing(did_route):
     before = asterisk_rx(did_route, "database show FOLLOWME")
     result = place_call(did_route, "*21", hold=3)  # the lab's caller endpoint: no follow-me of its own

@@ -6,6 +6,12 @@ from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations imp
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test its own cache directory (the duplicate-key answers of plugin_utils/variables.py)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="session")
 def schema():
     return load_schema(str(ROOT / "schemas" / "followme.schema.json"))

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from ansible.parsing.dataloader import DataLoader
+from ansible_collections.followme.asterisk.plugins.plugin_utils import variables
 from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import (
     MAX_NODES,
     bounded_plain,
@@ -231,6 +232,26 @@ def test_duplicate_keys_in_an_alias_bomb_file_take_linear_time(tmp_path):
     found = duplicate_keys(str(path), {(14, 3): "followme"}, ["followme"])
     assert time.perf_counter() - start < 1
     assert found == [(("followme", "2001", "list"), "list", 14, 14, 24)]
+
+
+def test_duplicate_keys_answers_are_kept_for_the_same_bytes_only(tmp_path, monkeypatch):
+    scans = []
+    real = variables._scan
+    monkeypatch.setattr(variables, "_scan", lambda *args: scans.append(1) or real(*args))
+    path = tmp_path / "vars.yml"
+    path.write_text("followme_context: a\nfollowme_context: b\n")
+    expected = [(("followme_context",), "followme_context", 1, 2, 1)]
+    assert duplicate_keys(str(path), {}, ["followme_context"]) == expected
+    assert duplicate_keys(str(path), {}, ["followme_context"]) == expected and len(scans) == 1  # kept
+    assert duplicate_keys(str(path), {}, ["followme_context", "followme"]) == expected and len(scans) == 2
+    path.write_text("followme_context: a\nfollowme_context: c\n")  # same size, other bytes
+    assert duplicate_keys(str(path), {}, ["followme_context"]) == expected and len(scans) == 3
+    path.write_text("followme_context: a\n")
+    assert duplicate_keys(str(path), {}, ["followme_context"]) == [] and len(scans) == 4
+    monkeypatch.setenv("XDG_CACHE_HOME", str(path))  # a file: no cache can be made there
+    path.write_text("followme_context: a\nfollowme_context: b\n")
+    assert duplicate_keys(str(path), {}, ["followme_context"]) == expected
+    assert duplicate_keys(str(path), {}, ["followme_context"]) == expected and len(scans) == 6
 
 
 def test_unreadable_or_broken_files_find_nothing(tmp_path):
