@@ -384,6 +384,10 @@ def test_the_lamp_follows_the_switch_with_either_pattern_matcher(did_route, matc
             asterisk_rx(host, f"devstate change Custom:FOLLOWME{extension} {state}")
             assert _lamp(host, extension, state) == state, (matcher, state)
         assert f"Custom:FOLLOWME{extension}" in asterisk_rx(host, f"core show hint *21{extension}")
+        # the hint Asterisk made is in followme-toggle now, registered by pbx_config: not drift
+        assert f"'*21{extension}'" in asterisk_rx(host, "dialplan show followme-toggle")
+        rerun = run_playbook("site.yml", CALLS_INVENTORY, limit=host.name)
+        assert rerun.ok and rerun.recap[host.name]["changed"] == 0, rerun.output
     finally:
         asterisk_rx(host, "dialplan set extenpatternmatchnew false")
         _forget(host, extension)

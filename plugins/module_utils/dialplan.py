@@ -301,20 +301,18 @@ def counts(text: str) -> Dict[str, Tuple[int, int]]:
 
 
 def _toggle_context(plans: Mapping[str, CallPlan], settings: Settings) -> str:
-    """[<context>-toggle]: the users' switch and the pattern hints of the extensions' lamps (nothing without a
-    toggle code). Pattern hints (Asterisk makes <code><extension> when a phone subscribes to it) instead of one
-    hint per extension: 10,000 static hints made every reload about 10 s slower. One pattern per extension
-    length, _<code>XXXX, not one _<code>X. for all: with the trie matcher (extenpatternmatchnew = yes) Asterisk
-    22 keeps resolving a subscription to a pattern ending in "." rather than to the hint it made from it, and
-    the lamp stays off; a fixed-length pattern resolves to the made hint with either matcher."""
+    """[<context>-toggle]: the users' switch and one pattern hint for every extension's lamp (nothing without
+    a toggle code). One dynamic hint (Asterisk makes <code><extension> when a phone subscribes to it) instead of
+    one per extension: 10,000 static hints made every reload about 10 s slower. Its first character is
+    written as a set, _[*]21X., not _*21X.: with the trie matcher (extenpatternmatchnew = yes) Asterisk 22
+    keeps resolving a pattern that starts with a plain character to the pattern itself rather than to the
+    hint it made from it, and the lamp stays off (seen on the lab with _*21X., _*21XXXX, _921XXXX)."""
     if not settings.toggle_code:
         return ""
     code = _require(_TOGGLE_CODE, settings.toggle_code, "toggle_code")
     prefix = settings.device.split("{extension}")[0]
-    lengths = sorted({len(_require(_NUMBER, extension, "extension")) for extension in plans})
-    hints = "".join(f"exten => _{code}{'X' * length},hint,Custom:FOLLOWME${{EXTEN:{len(code)}}}\n"
-                    for length in lengths)
-    return "\n" + TOGGLE.format(c=settings.context, code=code, prefix=prefix, plen=len(prefix)) + hints
+    return "\n" + TOGGLE.format(c=settings.context, code=code, rest=code[1:], prefix=prefix, plen=len(prefix),
+                                 clen=len(code))
 
 
 # The users' switch: the state a user chose lives in AstDB FOLLOWME/<extension> (on/off); without one the
@@ -331,7 +329,6 @@ TOGGLE = """\
 ; include => {c}-toggle in the context the phones dial from. {code} from a device switches the follow-me
 ; of its own extension (the channel {prefix}<extension>-...) on or off: AstDB FOLLOWME/<extension>, and
 ; the lamp Custom:FOLLOWME<extension>, the (pattern) hint of {code}<extension> (INUSE: on). Deploys never touch them.
-; One hint pattern per length of the extensions (below), so that a lamp lights with either pattern matcher.
 exten => {code},1,Set(fm_base=${{FILTER(A-Za-z0-9_/@.-,${{CHANNEL(name):0:-9}})}})
  same => n,Set(fm_ext=${{FILTER(0123456789,${{fm_base:{plen}}})}})
  same => n,GotoIf($["${{fm_ext}}" = "" | "${{fm_base}}" != "{prefix}${{fm_ext}}"]?refuse)
@@ -347,6 +344,7 @@ exten => {code},1,Set(fm_base=${{FILTER(A-Za-z0-9_/@.-,${{CHANNEL(name):0:-9}})}
  same => n(refuse),Answer()
  same => n,Playback(feature-not-avail-line)
  same => n,Hangup()
+exten => _[*]{rest}X.,hint,Custom:FOLLOWME${{EXTEN:{clen}}}
 """
 
 

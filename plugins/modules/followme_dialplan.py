@@ -279,6 +279,9 @@ _DIRECTIVE = re.compile(rb"[ \t]*#(?:try)?include[ \t]+(?P<argument>[^;]*?)[ \t]
 _LIVE_REVISION = re.compile(r"NoOp\(([0-9a-f]{16})\)")
 _SUMMARY = re.compile(r"-= (\d+) extensions? \((\d+) priorit(?:y|ies)\) in \d+ contexts?\. =-")
 _SOURCE = re.compile(r"\[([^\[\]\s:]+)(?::\d+)?\]$", re.M)  # [file:line] or [registrar] ending a line
+# A hint Asterisk made from the lamp's pattern hint when a phone subscribed to *21<extension> (or a lamp was
+# read): registered by pbx_config, it is not a line of anyone's file, and it goes at the next reload.
+_MADE_HINT = re.compile(r"^  '(\*[0-9]{1,8})([0-9]{1,15})' =>[ \t]+hint: Custom:FOLLOWME\2[ \t]+\[pbx_config\]\n", re.M)
 
 
 # -- failures: what the user reads ----------------------------------------------------------------
@@ -386,8 +389,9 @@ def parse_context(text: str) -> ContextState:
         return ContextState(exists=False)
     summary = _SUMMARY.search(text)
     extensions, priorities = (int(summary.group(1)), int(summary.group(2))) if summary else (0, 0)
+    text, made = _MADE_HINT.subn("", text)  # the lamps' hints made at run time are not counted
     sources = frozenset(_SOURCE.findall(text))
-    return ContextState(True, extensions, priorities, sources)
+    return ContextState(True, extensions - made, priorities - made, sources)
 
 
 class Asterisk:

@@ -277,21 +277,20 @@ def test_renderer_refuses_unsafe_schedules_even_without_validation(bad):
 TOGGLE_SETTINGS = Settings(**{**SETTINGS.__dict__, "toggle_code": "*21"})
 
 
-def test_users_switch_renders_disabled_declarations_with_a_label_and_one_pattern_hint_per_length():
+def test_users_switch_renders_disabled_declarations_with_a_label_and_one_pattern_hint():
     declarations = {"2001": declaration(), "2002": declaration(enabled=False), "123456": declaration(list=["2001"])}
     text = render(build_plans(declarations, with_disabled=True), TOGGLE_SETTINGS)
     assert " same => n(disabled),VoiceMail(2001@default,u)" in text  # 2002's no-answer line carries the label
     assert "exten => 2002,1,Gosub(followme-call" in text
-    # fixed-length patterns (no "_*21X.": the trie matcher would keep a subscription on such a pattern)
+    # its first character a set, [*]: the trie matcher keeps a lamp on a pattern starting with a plain character
     hints = [line for line in text.splitlines() if ",hint," in line]
-    assert hints == ["exten => _*21XXXX,hint,Custom:FOLLOWME${EXTEN:3}",
-                     "exten => _*21XXXXXX,hint,Custom:FOLLOWME${EXTEN:3}"]
+    assert hints == ["exten => _[*]21X.,hint,Custom:FOLLOWME${EXTEN:3}"]
     assert "exten => *21,1,Set(fm_base=" in text and '"${fm_base}" != "PJSIP/${fm_ext}"' in text
     # a call reads ON (ARG12) from its own Gosub data: no second lookup in the follow-me context
     assert 'Set(LOCAL(on)=${IF($["${ARG12}" = "0"]?off:on)})' in text and "DIALPLAN_EXISTS(followme,${ARG1}" not in text
     assert "exten => 2002,1,Gosub(followme-call,s,1(2002,2002,0,,,,,,,,,0,all:" in text
     found = counts(text)
-    assert found["followme"] == (3, 6) and found["followme-toggle"][0] == 3  # *21 and a pattern hint per length
+    assert found["followme"] == (3, 6) and found["followme-toggle"][0] == 2  # *21 and one pattern hint for all
 
 
 def test_without_a_toggle_code_disabled_declarations_are_left_out():

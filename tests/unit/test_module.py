@@ -811,3 +811,19 @@ def test_the_stamp_covers_the_inputs_and_the_renderer_code(monkeypatch):
     assert "; Input" not in render(build_plans(declarations), SETTINGS, "")
     with pytest.raises(ValueError, match="input stamp"):
         render(build_plans(declarations), SETTINGS, "x\n[evil]")
+
+
+def test_hints_made_from_the_lamp_pattern_are_not_drift():
+    shown = ("[ Context 'followme-toggle' created by 'pbx_config' ]\n"
+             "  '*21' =>          1. Set(fm_base=x)                          [extensions_followme.conf:30]\n"
+             "                    2. Hangup()                                 [extensions_followme.conf:31]\n"
+             "  '*212001' =>      hint: Custom:FOLLOWME2001                   [pbx_config]\n"
+             "  '*21100007' =>    hint: Custom:FOLLOWME100007                 [pbx_config]\n"
+             "  '_[*]21X.' =>     hint: Custom:FOLLOWME${EXTEN:3}             [extensions_followme.conf:32]\n"
+             "\n-= 4 extensions (5 priorities) in 1 context. =-\n")
+    state = fm.parse_context(shown)
+    assert (state.extensions, state.priorities, state.sources) == (2, 3, frozenset({FILE_NAME}))
+    assert state.problem("followme-toggle", (2, 3)) is None
+    # a hint for another device, or any other line added at the CLI, is still a line from elsewhere
+    other = shown.replace("Custom:FOLLOWME2001 ", "Custom:OTHER2001   ")
+    assert "also holds lines from pbx_config" in fm.parse_context(other).problem("followme-toggle", (3, 4))
