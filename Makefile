@@ -47,9 +47,11 @@ pytest: lab
 molecule: lab
 	molecule test
 
-# Every cost at scale against its floor, measured side by side (bench/scale_bench.py; root: packet capture).
-# The README's figures: make bench BENCH="--sizes 1000,10000,50000 --fleet pbx1,pbx2,pbx3,pbx4,pbx5,pbx6,pbx7,pbx8"
-bench: lab
+# Every cost at scale against its floor, measured side by side (bench/scale_bench.py; root: packet capture),
+# on eight lab PBXs (the fleet figure); about an hour on two CPUs. Fewer: make bench BENCH="--sizes 1000".
+BENCH ?= --sizes 1000,10000,50000 --fleet pbx1,pbx2,pbx3,pbx4,pbx5,pbx6,pbx7,pbx8
+bench: setup
+	$(BIN)/python -m lab up --hosts 8
 	$(BIN)/python bench/scale_bench.py $(BENCH)
 
 down: setup

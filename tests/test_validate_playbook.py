@@ -185,3 +185,40 @@ def test_a_pbx_host_without_any_follow_me_variables_is_named(tmp_path):
     assert ("pbx-b: followme = null: the inventory names this host as a PBX (group pbx) but gives it no "
             "follow-me variables at all") in flat(run.output), run.output
     assert run.recap["pbx-a"]["failed"] == 0
+
+
+def test_a_rerun_takes_the_answer_kept_for_the_same_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    playbook = tmp_path / "validate.yml"  # the module's own message, shown without -v (which checks every time)
+    playbook.write_text(f"""\
+- name: Validate and say what was found
+  hosts: pbx
+  gather_facts: false
+  tasks:
+    - name: Validate
+      followme.asterisk.followme_validate:
+        schema: {ROOT / "schemas" / "followme.schema.json"}
+      register: checked
+    - name: Say
+      ansible.builtin.debug:
+        msg: "{{{{ checked.msg }}}}"
+""")
+    inventory = ROOT / "tests/inventories/unreachable"
+    kept = tmp_path / "followme-asterisk"
+    first = run_playbook(str(playbook), inventory, limit="pbx-tehran")
+    assert first.ok and "follow-me declaration(s) valid on pbx-tehran" in first.output, first.output
+    assert len(list(kept.glob("valid-*.json"))) == 1
+    next(kept.glob("valid-*.json")).write_text("[987, 654]")  # what a rerun reads instead of checking again
+    again = run_playbook(str(playbook), inventory, limit="pbx-tehran")
+    assert again.ok and "987 follow-me declaration(s) valid on pbx-tehran, 654 enabled" in again.output, again.output
+    # other variables are another question: checked, and kept under another name
+    other = run_playbook(str(playbook), inventory, limit="pbx-tehran",
+                         extra_vars={"followme_host": {"2999": {"list": ["2998"]}}})
+    assert other.ok and "987 follow-me" not in other.output, other.output
+    assert len(list(kept.glob("valid-*.json"))) == 2
+    # errors are never kept: the bad value is reported on every run
+    for _ in range(2):
+        bad = run_playbook(str(playbook), inventory, limit="pbx-tehran",
+                           extra_vars={"followme_host": {"2999": {"list": ["2998"], "ring_time": 0}}})
+        assert bad.returncode != 0 and "extension 2999: ring_time = 0" in flat(bad.output), bad.output
+    assert len(list(kept.glob("valid-*.json"))) == 2

@@ -11,16 +11,23 @@ from where ansible-core kept it (2.19: every value; 2.17/2.18: mappings, lists a
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import json
 import os
+import sys
 
 import yaml
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
+from ansible_collections.followme.asterisk.plugins.module_utils import plan as plan_module
 from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plans
+from ansible_collections.followme.asterisk.plugins.plugin_utils import cache
+from ansible_collections.followme.asterisk.plugins.plugin_utils import declarations as declarations_module
 from ansible_collections.followme.asterisk.plugins.plugin_utils.action import require_controller_libraries
 from ansible_collections.followme.asterisk.plugins.plugin_utils.declarations import (
     Checker,
+    Result,
     layered,
     load_schema,
     suspicious,
@@ -63,7 +70,15 @@ class ActionModule(ActionBase):
         variables, found = read_templated(task_vars, names, self._templar.template)
         problems = [checker.problem(host, location, message, locate(task_vars, location)[0])
                     for location, message in found]
-        checked = checker.check(host, variables, known_names=known, problems=problems, plain=True)
+        verbose = Display().verbosity >= 1
+        # The same variables found valid before, by the same code and schema (a rerun): not checked again.
+        key = None if problems or verbose else self._cache_key(schema, host, variables, known)
+        valid = cache.read("valid", key)
+        if not (isinstance(valid, list) and len(valid) == 2):
+            valid = None
+            checked = checker.check(host, variables, known_names=known, problems=problems, plain=True)
+        else:
+            checked = Result(declarations={}, errors=[])
         duplicates = self._duplicates(host, checker, task_vars, names)
         if duplicates:
             checked.errors = sorted(checked.errors + duplicates, key=lambda e: (e.host, e.extension, e.path, str(e)))
@@ -87,18 +102,31 @@ class ActionModule(ActionBase):
                              "nothing is changed on any host")
             return result
         declarations = checked.declarations
-        enabled = sum(1 for declaration in declarations.values() if declaration["enabled"])
-        display = Display()
-        if display.verbosity >= 1:
+        if valid is None:
+            valid = [len(declarations), sum(1 for declaration in declarations.values() if declaration["enabled"])]
+            if not checked.warnings:
+                cache.write("valid", key, valid)
+        if verbose:
             # Each plan in words, and the layer (and file:line, where Ansible kept it) it was declared in.
+            display = Display()
             layers = layered(variables)
             for extension, plan in build_plans(declarations).items():
                 layer = layers.get(extension, "followme")
                 origin = locate(task_vars, (layer, extension))[1]
                 where = f", {origin_text(origin, root)}" if origin else ""
                 display.display(f"{host}: {plan.describe()} [{layer}{where}]")
-        result["msg"] = f"{len(declarations)} follow-me declaration(s) valid on {host}, {enabled} enabled"
+        result["msg"] = f"{valid[0]} follow-me declaration(s) valid on {host}, {valid[1]} enabled"
         return result
+
+    @staticmethod
+    def _cache_key(schema, host, variables, known) -> str | None:
+        """What a check's outcome depends on: the checking code, the schema, the host, its variables."""
+        try:
+            data = json.dumps([schema, host, variables, sorted(known)], sort_keys=True, allow_nan=False)
+            libraries = [importlib.metadata.version(name) for name in ("jsonschema", "fastjsonschema")]
+        except (TypeError, ValueError, importlib.metadata.PackageNotFoundError):
+            return None  # keys of mixed types (2001 and "2001"), a NaN: checked every time
+        return cache.digest([declarations_module, plan_module, sys.modules[__name__]], data, *libraries)
 
     @staticmethod
     def _group_layer_hidden(host, task_vars, root) -> str | None:

@@ -15,16 +15,13 @@ for the one thing a loaded value cannot tell: a key written twice, of which YAML
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import inspect
 import json
-import os
 import sys
-import tempfile
 from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
+from . import cache
 from .declarations import MAX_NODES, bounded_plain
 
 try:  # ansible-core >= 2.19: every value from YAML carries its Origin
@@ -193,54 +190,17 @@ def duplicate_keys(path: str, anchors: Mapping[tuple[int, int], str], names: Ite
     except (OSError, UnicodeDecodeError):
         return found
     question = json.dumps([sorted([line, column, name] for (line, column), name in anchors.items()), sorted(names)])
-    cache = _cache_path(data, question)
-    cached = _cache_read(cache)
-    if cached is not None:
-        return cached
+    key = cache.digest([sys.modules[__name__]], question, data)
+    cached = cache.read("duplicate-keys", key)
+    with contextlib.suppress(TypeError, ValueError):  # a damaged answer: parse again
+        if isinstance(cached, list):
+            return [(tuple(location), name, first, line, column) for location, name, first, line, column in cached]
     try:
         _scan(yaml.parse(text, Loader=_Loader), anchors, names, found)
     except (yaml.YAMLError, IndexError, KeyError, TypeError):
         return found
-    _cache_write(cache, found)
+    cache.write("duplicate-keys", key, found)
     return found
-
-
-def _cache_path(data: bytes, question: str) -> str | None:
-    try:
-        code = inspect.getsource(sys.modules[__name__]).encode("utf-8")
-    except (OSError, TypeError):
-        return None
-    digest = hashlib.sha256(b"\0".join((code, question.encode("utf-8"), data))).hexdigest()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "followme-asterisk", f"duplicate-keys-{digest}.json")
-
-
-def _cache_read(path: str | None):
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return [(tuple(location), key, first, line, column)
-                    for location, key, first, line, column in json.load(handle)]
-    except (OSError, ValueError, TypeError):
-        return None  # none yet, or unreadable: parse the file
-
-
-def _cache_write(path: str | None, found: list) -> None:
-    if not path:
-        return
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    except OSError:
-        return  # a read-only home: nothing is kept, the next run parses again
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(found, out)
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
 
 
 def _scan(events, anchors, names, found) -> None:
