@@ -31,6 +31,7 @@ lint: setup
 	ruff check .
 	yamllint -s .
 	ansible-lint
+	antsibull-changelog lint
 
 # ansible-test sanity on the built, installed collection (its own venv, ~/.cache/followme/venv-sanity).
 sanity: setup

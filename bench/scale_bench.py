@@ -367,14 +367,38 @@ def s(seconds: float) -> str:
     return f"{seconds:8.2f} s "
 
 
+# The goals of issue 8, at 10,000 declarations (the fleet's at every size): (kind, limit) where kind "x" is a
+# ratio to the floor and "+" a difference from it, in seconds.
+GOALS = {
+    "converge vs copy+reload": ("x", 1.5),
+    "no-op rerun vs copy unchanged": ("x", 1.2),
+    "reload vs empty context": ("=", 0.050),
+    "follow-me call setup median": ("+", 0.002),
+    "follow-me call setup p90": ("+", 0.005),
+    "no-follow-me call median vs empty context": ("+", 0.0002),
+    "no-follow-me call p90 vs empty context": ("+", 0.0002),
+    "fleet of": ("x", 2.5),
+}
+
+
+def _goal(name: str, size: int, value: float, floor: float, fmt) -> str:
+    for prefix, (kind, limit) in GOALS.items():
+        if name.startswith(prefix) and (size == 10_000 or prefix == "fleet of"):
+            measured = {"x": value / floor if floor else float("inf"), "+": value - floor, "=": value}[kind]
+            shown = f"{limit:.1f}x" if kind == "x" else (("+" if kind == "+" else "") + fmt(limit).strip())
+            return f"<= {shown} {'met' if measured <= limit else 'MISSED'}"
+    return ""
+
+
 def table(results: dict, fleet_size: int) -> str:
-    rows = [("figure", "size", "measured", "floor", "ratio", "difference")]
+    rows = [("figure", "size", "measured", "floor", "ratio", "difference", "goal")]
 
     def row(name, size, value, floor, fmt):
         rows.append((name, f"{size:,}", fmt(value), fmt(floor), f"{value / floor:6.2f}x" if floor else "-",
-                     fmt(value - floor)))
+                     fmt(value - floor), _goal(name, size, value, floor, fmt)))
 
-    for size, r in results.items():
+    for key, r in results.items():
+        size = int(key)
         if "noop" in r:
             row("validate vs no-op play", size, r["validate"], r["noop"], s)
             row("converge vs copy+reload", size, r["converge"], r["copy"], s)
@@ -395,11 +419,17 @@ def table(results: dict, fleet_size: int) -> str:
                     r[f"empty_hook_{stat}"], ms)
         if "fleet_one" in r:
             row(f"fleet of {fleet_size} vs 1 (converge)", size, r["fleet_many"], r["fleet_one"], s)
+    reloads = {int(size): r["reload"] for size, r in results.items() if "reload" in r}
     widths = [max(len(str(x[i])) for x in rows) for i in range(len(rows[0]))]
     lines = []
     for x in rows:
         cells = [str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(x, widths, strict=True))]
-        lines.append("  ".join(cells))
+        lines.append("  ".join(cells).rstrip())
+    sizes = sorted(reloads)
+    for small, large in zip(sizes, sizes[1:]):  # noqa: B905 (one shorter on purpose)
+        growth = reloads[large] / reloads[small]
+        lines.append(f"reload growth {small:,} -> {large:,}: {growth:.1f}x for {large / small:.0f}x the extensions "
+                     f"({'no faster than linear' if growth <= large / small else 'FASTER than linear'})")
     return "\n".join(lines)
 
 
@@ -413,8 +443,13 @@ def main() -> None:
     parser.add_argument("--reloads", type=int, default=5, help="reloads per figure (median)")
     parser.add_argument("--calls", type=int, default=60, help="calls per call figure")
     parser.add_argument("--skip", default="", help="comma-separated: playbooks, reload, calls, fleet")
+    parser.add_argument("--table", metavar="JSON", help="print the table of results saved from an earlier run "
+                        "(the JSON it printed last, on stderr) and measure nothing")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text()), len(list(filter(None, args.fleet.split(","))))))
+        return
     skip = set(filter(None, args.skip.split(",")))
     host = get_host(args.host)
     fleet = [get_host(name) for name in filter(None, args.fleet.split(","))]
