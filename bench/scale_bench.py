@@ -22,7 +22,11 @@ context under the default matcher (the worst case). Leaves the hosts with the be
 redeploy what you need afterwards (`site.yml --limit <host>`; the call tests redeploy their own).
 
     .venv/bin/python bench/scale_bench.py [--host pbx1] [--sizes 1000,10000[,50000]] [--fleet pbx1,...,pbx8]
-        [--rounds 3] [--calls 60] [--skip fleet,calls]
+        [--rounds 3] [--calls 60] [--skip fleet,calls] [--markdown]
+    .venv/bin/python bench/scale_bench.py --table results.json [--fleet ...] [--markdown]   (measures nothing)
+
+The table says, for each of issue 8's goals (at 10,000 declarations; the fleet's at every size),
+whether this run met it.
 """
 
 from __future__ import annotations
@@ -390,7 +394,7 @@ def _goal(name: str, size: int, value: float, floor: float, fmt) -> str:
     return ""
 
 
-def table(results: dict, fleet_size: int) -> str:
+def table(results: dict, fleet_size: int, markdown: bool = False) -> str:
     rows = [("figure", "size", "measured", "floor", "ratio", "difference", "goal")]
 
     def row(name, size, value, floor, fmt):
@@ -420,15 +424,22 @@ def table(results: dict, fleet_size: int) -> str:
         if "fleet_one" in r:
             row(f"fleet of {fleet_size} vs 1 (converge)", size, r["fleet_many"], r["fleet_one"], s)
     reloads = {int(size): r["reload"] for size, r in results.items() if "reload" in r}
-    widths = [max(len(str(x[i])) for x in rows) for i in range(len(rows[0]))]
     lines = []
-    for x in rows:
-        cells = [str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(x, widths, strict=True))]
-        lines.append("  ".join(cells).rstrip())
+    if markdown:
+        for index, x in enumerate(rows):
+            lines.append("| " + " | ".join(" ".join(str(c).split()) for c in x) + " |")
+            if not index:
+                lines.append("|---" * len(x) + "|")
+    else:
+        widths = [max(len(str(x[i])) for x in rows) for i in range(len(rows[0]))]
+        for x in rows:
+            cells = [str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(x, widths, strict=True))]
+            lines.append("  ".join(cells).rstrip())
     sizes = sorted(reloads)
     for small, large in zip(sizes, sizes[1:]):  # noqa: B905 (one shorter on purpose)
         growth = reloads[large] / reloads[small]
-        lines.append(f"reload growth {small:,} -> {large:,}: {growth:.1f}x for {large / small:.0f}x the extensions "
+        lines.append(f"{'' if not markdown else chr(10)}reload growth {small:,} -> {large:,}: {growth:.1f}x for "
+                     f"{large / small:.0f}x the extensions "
                      f"({'no faster than linear' if growth <= large / small else 'FASTER than linear'})")
     return "\n".join(lines)
 
@@ -445,10 +456,12 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated: playbooks, reload, calls, fleet")
     parser.add_argument("--table", metavar="JSON", help="print the table of results saved from an earlier run "
                         "(the JSON it printed last, on stderr) and measure nothing")
+    parser.add_argument("--markdown", action="store_true", help="the table in Markdown (the README's)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     if args.table:
-        print(table(json.loads(Path(args.table).read_text()), len(list(filter(None, args.fleet.split(","))))))
+        print(table(json.loads(Path(args.table).read_text()), len(list(filter(None, args.fleet.split(",")))),
+                    args.markdown))
         return
     skip = set(filter(None, args.skip.split(",")))
     host = get_host(args.host)
@@ -479,7 +492,7 @@ def main() -> None:
     print(f"\nfollowme scale bench: {os.cpu_count()} CPUs, load {load[0]:.1f} at the end, "
           f"host {host.name}{', fleet ' + ','.join(h.name for h in fleet) if fleet else ''}; "
           f"playbooks: median of {args.rounds}, reloads: median of {args.reloads}, calls: {args.calls} each")
-    print(table(results, len(fleet)))
+    print(table(results, len(fleet), args.markdown))
     print(json.dumps(results), file=sys.stderr)
 
 
