@@ -311,8 +311,9 @@ def _toggle_context(plans: Mapping[str, CallPlan], settings: Settings) -> str:
         return ""
     code = _require(_TOGGLE_CODE, settings.toggle_code, "toggle_code")
     prefix = settings.device.split("{extension}")[0]
-    return "\n" + TOGGLE.format(c=settings.context, code=code, rest=code[1:], prefix=prefix, plen=len(prefix),
-                                 clen=len(code))
+    context = TOGGLE.format(c=settings.context, code=code, rest=code[1:], prefix=prefix, plen=len(prefix),
+                            clen=len(code))
+    return "\n" + context
 
 
 # The users' switch: the state a user chose lives in AstDB FOLLOWME/<extension> (on/off); without one the
