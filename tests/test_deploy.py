@@ -68,9 +68,9 @@ def test_check_mode_writes_and_reloads_nothing_and_diff_shows_the_change(lab_hos
     changed = declarations(**{"2003": {**CALLS["followme"]["2003"], "ring_time": 9}})
     run = deploy(lab_host, extra_vars=changed, check=True, diff=True)
     assert run.ok and run.recap[lab_host.name]["changed"] == 1, run.output
-    assert ("-exten => 2003,1,Gosub(followme-call,s,1(2003,,0,Rk0g,,,,,,,,pre:2:0e2003,each:3:0i2004-0i2005))"
+    assert ("-exten => 2003,1,Gosub(followme-call,s,1(2003,,0,Rk0g,,,,,,,,1,pre:2:0e2003,each:3:0i2004-0i2005))"
             in run.output)
-    assert ("+exten => 2003,1,Gosub(followme-call,s,1(2003,,0,Rk0g,,,,,,,,pre:2:0e2003,each:9:0i2004-0i2005))"
+    assert ("+exten => 2003,1,Gosub(followme-call,s,1(2003,,0,Rk0g,,,,,,,,1,pre:2:0e2003,each:9:0i2004-0i2005))"
             in run.output)
     assert file_state(lab_host) == files
     assert last_reload(lab_host) >= reloaded
