@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import inspect
 import json
 import re
 import sys
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from typing import Dict, Mapping, Tuple
 
 from . import plan as _plan_module
+from .digest import source_digest
 from .plan import ALL, CallPlan
 
 FILE_NAME = "extensions_followme.conf"
@@ -237,15 +237,9 @@ _STAMP = re.compile(r"[0-9a-f]{64}\Z")
 def input_stamp(declarations: Mapping[str, Mapping], settings: Settings, with_disabled: bool) -> str:
     """A digest of everything the rendered file depends on: this renderer's code (plan.py and this file)
     and its inputs. Two runs with the same stamp render the same text; "" when the code cannot be read."""
-    digest = hashlib.sha256()
-    try:
-        for module in (_plan_module, sys.modules[__name__]):
-            digest.update(inspect.getsource(module).encode("utf-8"))
-    except (OSError, TypeError):
-        return ""  # the code cannot be read back: no stamp, every run renders
     inputs = {"declarations": declarations, "settings": dataclasses.asdict(settings), "with_disabled": with_disabled}
-    digest.update(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode("utf-8"))
-    return digest.hexdigest()
+    return source_digest((_plan_module, sys.modules[__name__]),
+                         json.dumps(inputs, sort_keys=True, separators=(",", ":")))
 
 
 def reused(text: str, context: str, stamp: str) -> bool:

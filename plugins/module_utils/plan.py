@@ -325,10 +325,15 @@ def build_plan(extension: str, declaration: Mapping) -> CallPlan:
     )
 
 
+def written(declarations: Mapping[str, Mapping], with_disabled: bool = False) -> dict:
+    """{extension: enabled} of the declarations that get a plan: the enabled ones (disabled ones get the
+    site's normal handling); with_disabled, the disabled ones too, for a PBX where users may switch their
+    follow-me on from the phone (followme_toggle_code)."""
+    return {extension: declaration.get("enabled", True) is not False
+            for extension, declaration in declarations.items() if declaration["enabled"] or with_disabled}
+
+
 def build_plans(declarations: Mapping[str, Mapping], with_disabled: bool = False) -> dict:
-    """Plans of the enabled declarations, by extension (disabled ones get the site's normal handling).
-    with_disabled: the disabled ones too (their plan's `enabled` is False), for a PBX where users may
-    switch their follow-me on from the phone (followme_toggle_code)."""
-    return {extension: build_plan(extension, declaration)
-            for extension, declaration in sorted(declarations.items(), key=lambda item: (len(item[0]), item[0]))
-            if declaration["enabled"] or with_disabled}
+    """Plans of the declarations written() names, by extension (a disabled one's plan has `enabled` False)."""
+    return {extension: build_plan(extension, declarations[extension])
+            for extension in sorted(written(declarations, with_disabled), key=lambda item: (len(item), item))}

@@ -259,7 +259,7 @@ from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import 
     reused,
     revision_of,
 )
-from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plans
+from ansible_collections.followme.asterisk.plugins.module_utils.plan import build_plans, written
 
 # pbx_config only: the narrowest reload that loads the dialplan. Unlike `dialplan reload` it goes
 # through Asterisk's module loader, so `core show uptime` shows when it last happened.
@@ -820,14 +820,11 @@ def make_plan(params: dict) -> Plan:
         current = None
         with contextlib.suppress(Failure, UnicodeDecodeError):
             current = (read_file(managed_path).data or b"").decode("utf-8")
+        enabled = written(declarations, with_disabled)
         if current and reused(current, settings.context, stamp):
             text = current
-            enabled = {str(extension): bool(declaration["enabled"]) for extension, declaration in declarations.items()
-                       if declaration["enabled"] or with_disabled}
         else:
-            plans = build_plans(declarations, with_disabled=with_disabled)
-            text = render(plans, settings, stamp)
-            enabled = {extension: call.enabled for extension, call in plans.items()}
+            text = render(build_plans(declarations, with_disabled=with_disabled), settings, stamp)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise Failure(f"cannot render the declarations ({type(exc).__name__}: {exc}); "
                       "they must pass followme_validate first; nothing was written") from None

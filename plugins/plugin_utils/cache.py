@@ -11,25 +11,18 @@ another name, so nothing is ever invalidated; a cache that cannot be read or wri
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import inspect
 import json
 import os
 import tempfile
 from typing import Any
 
+from ansible_collections.followme.asterisk.plugins.module_utils.digest import source_digest
+
 
 def digest(modules, *parts) -> str | None:
-    """SHA-256 of the source of the modules and of the parts (str or bytes); None when a source cannot be read."""
-    sha = hashlib.sha256()
-    try:
-        for module in modules:
-            sha.update(inspect.getsource(module).encode("utf-8") + b"\0")
-    except (OSError, TypeError):
-        return None
-    for part in parts:
-        sha.update((part if isinstance(part, bytes) else str(part).encode("utf-8")) + b"\0")
-    return sha.hexdigest()
+    """The name of an answer: module_utils.digest.source_digest of the answering code and the question's data;
+    None when a source cannot be read (nothing is kept or read then)."""
+    return source_digest(modules, *parts) or None
 
 
 def _path(kind: str, key: str) -> str:

@@ -24,7 +24,7 @@ import time
 import pytest
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common import warnings as common_warnings
-from ansible_collections.followme.asterisk.plugins.module_utils import dialplan as dialplan_module
+from ansible_collections.followme.asterisk.plugins.module_utils import digest as digest_module
 from ansible_collections.followme.asterisk.plugins.module_utils.dialplan import (
     FILE_NAME,
     Settings,
@@ -803,10 +803,10 @@ def test_the_stamp_covers_the_inputs_and_the_renderer_code(monkeypatch):
     assert input_stamp({"2001": {**DECLARATION, "ring_time": 21}}, SETTINGS, True) != stamp
     assert input_stamp(declarations, dataclasses.replace(SETTINGS, device="SIP/{extension}"), True) != stamp
     assert input_stamp(declarations, SETTINGS, False) != stamp
-    real = dialplan_module.inspect.getsource
-    monkeypatch.setattr(dialplan_module.inspect, "getsource", lambda module: real(module) + "# changed\n")
+    real = digest_module.inspect.getsource
+    monkeypatch.setattr(digest_module.inspect, "getsource", lambda module: real(module) + "# changed\n")
     assert input_stamp(declarations, SETTINGS, True) != stamp
-    monkeypatch.setattr(dialplan_module.inspect, "getsource", lambda module: (_ for _ in ()).throw(OSError("zip")))
+    monkeypatch.setattr(digest_module.inspect, "getsource", lambda module: (_ for _ in ()).throw(OSError("zip")))
     assert input_stamp(declarations, SETTINGS, True) == ""  # no stamp: every run renders
     assert "; Input" not in render(build_plans(declarations), SETTINGS, "")
     with pytest.raises(ValueError, match="input stamp"):
